@@ -1,0 +1,32 @@
+"""tmd_core: Transition Matching Distillation (arXiv:2601.09881) for Wan2.1 video, independent of any host."""
+
+from .checkpoint import load_tmd, read_tmd_info, save_tmd
+from .errors import CheckpointError, ConfigError, InputError, TMDError
+from .loading import load_teacher
+from .model import BackboneOut, TMDConfig, TMDModel
+from .noise import make_noise
+from .sampler import sample_dmd, sample_teacher, sample_tmd
+from .schedule import TMDSchedule, effective_nfe, shifted_grid
+
+from .version import __version__  # noqa: E402
+
+__all__ = [
+    "BackboneOut",
+    "CheckpointError",
+    "ConfigError",
+    "InputError",
+    "TMDConfig",
+    "TMDError",
+    "TMDModel",
+    "TMDSchedule",
+    "effective_nfe",
+    "load_teacher",
+    "load_tmd",
+    "make_noise",
+    "read_tmd_info",
+    "sample_dmd",
+    "sample_teacher",
+    "sample_tmd",
+    "save_tmd",
+    "shifted_grid",
+]

@@ -1,0 +1,153 @@
+"""The `tmd/1` checkpoint: one safetensors file with the student and its settings (DESIGN.md)."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+
+from .errors import CheckpointError
+from .model import TMDConfig, TMDModel
+from .wan_build import build_empty_wan, load_in_place, transformer_config_dict
+
+FORMAT = "tmd/1"
+PARTS = ("transformer", "fusion", "emb_gap")
+
+
+def atomic_save_safetensors(tensors: dict, path, metadata: dict[str, str]) -> None:
+    """Write to a temporary file in the same folder, fsync, then rename: a crash never leaves half a file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, tmp, metadata=metadata)
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def save_tmd(model: TMDModel, path, provenance: dict | None = None) -> Path:
+    """Save a TMDModel as `tmd/1` (tensors transformer.*, fusion.*, emb_gap.*; JSON metadata).
+
+    Args:
+        provenance: JSON-able facts (teacher file and sha256, stages, iterations); the package version is added.
+    Returns:
+        The path written.
+    """
+    from .version import __version__
+
+    prov = {"package": "comfyui-tmd", "version": __version__, **(provenance or {})}
+    metadata = {
+        "format": FORMAT,
+        "tmd_config": json.dumps(model.tmd_config.to_dict()),
+        "transformer_config": json.dumps(transformer_config_dict(model.transformer)),
+        "provenance": json.dumps(prov, default=str),
+    }
+    atomic_save_safetensors(model.state_dict(), path, metadata)
+    return Path(path)
+
+
+def _open_header(path) -> tuple[dict, list[str]]:
+    path = Path(path)
+    if not path.exists():
+        raise CheckpointError(f"no checkpoint at {path}: check the file name and folder")
+    if path.is_dir():
+        raise CheckpointError(f"{path} is a folder; a TMD checkpoint is a single .safetensors file")
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            return dict(f.metadata() or {}), list(f.keys())
+    except Exception as e:  # safetensors raises its own error types for bad headers/short files
+        raise CheckpointError(
+            f"{path.name} is not a readable safetensors file ({e}); it may be truncated or corrupt: "
+            "download or copy it again"
+        ) from e
+
+
+def _check_format(path, metadata: dict, keys: list[str]) -> None:
+    fmt = metadata.get("format")
+    if fmt == FORMAT:
+        return
+    if fmt and fmt.startswith("tmd/"):
+        raise CheckpointError(
+            f"{Path(path).name} has format {fmt!r}; this version of the pack reads {FORMAT!r}: update the pack"
+        )
+    looks_wan = any(k.endswith("patch_embedding.weight") for k in keys)
+    if looks_wan:
+        raise CheckpointError(
+            f"{Path(path).name} is a plain Wan transformer, not a TMD checkpoint: load it as a teacher "
+            "(tmd_core.load_teacher, or TMDModelLoader with head_blocks to build an untrained student)"
+        )
+    raise CheckpointError(
+        f"{Path(path).name} is not a TMD checkpoint (metadata format={fmt!r}, expected {FORMAT!r} "
+        "with tensors transformer.*, fusion.*, emb_gap.*)"
+    )
+
+
+def read_tmd_info(path) -> dict:
+    """Header-only summary of a `tmd/1` file: format, sizes, H/L, trained schedule, provenance."""
+    metadata, keys = _open_header(path)
+    _check_format(path, metadata, keys)
+    counts = {p: 0 for p in PARTS}
+    dtypes = set()
+    with safe_open(str(path), framework="pt") as f:
+        for k in keys:
+            sl = f.get_slice(k)
+            n = 1
+            for d in sl.get_shape():
+                n *= d
+            counts[k.split(".", 1)[0]] = counts.get(k.split(".", 1)[0], 0) + n
+            dtypes.add(sl.get_dtype())
+    tmd_config = json.loads(metadata["tmd_config"])
+    return {
+        "path": str(path),
+        "format": metadata["format"],
+        "file_bytes": Path(path).stat().st_size,
+        "parameters": counts,
+        "dtypes": sorted(dtypes),
+        "num_layers": tmd_config["num_layers"],
+        "head_blocks": tmd_config["head_blocks"],
+        "tmd_config": tmd_config,
+        "transformer_config": json.loads(metadata["transformer_config"]),
+        "provenance": json.loads(metadata.get("provenance", "{}")),
+    }
+
+
+def load_tmd(path, dtype: torch.dtype | None = None, device="cpu") -> TMDModel:
+    """Load a `tmd/1` checkpoint built on the meta device and filled in place (one copy of the weights).
+
+    Args:
+        dtype: convert floating tensors to this dtype (default: keep the stored dtype).
+    Returns:
+        TMDModel in eval mode on `device`.
+    """
+    metadata, keys = _open_header(path)
+    _check_format(path, metadata, keys)
+    try:
+        tcfg = TMDConfig(**json.loads(metadata["tmd_config"]))
+        tr_cfg = json.loads(metadata["transformer_config"])
+    except (KeyError, TypeError, ValueError) as e:
+        raise CheckpointError(f"{Path(path).name}: broken tmd_config/transformer_config metadata ({e})") from e
+    with torch.device("meta"):
+        transformer = build_empty_wan(tr_cfg)
+        model = TMDModel(transformer, tcfg)
+    try:
+        with safe_open(str(path), framework="pt", device="cpu") as f:
+            # an owned, allocator-aligned copy per tensor: tensors viewing the file's buffer can be
+            # misaligned, which changes CPU SIMD paths and so the last bits of the outputs
+            sd = {k: f.get_tensor(k).clone() for k in keys}
+    except Exception as e:
+        raise CheckpointError(f"{Path(path).name}: tensor data unreadable ({e}); the file may be truncated") from e
+    if dtype is not None:
+        sd = {k: v.to(dtype) if v.is_floating_point() else v for k, v in sd.items()}
+    load_in_place(model, sd, what=Path(path).name)
+    return model.to(device).eval()
