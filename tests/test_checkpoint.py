@@ -8,7 +8,16 @@ import torch
 from helpers_wan import make_tiny_teacher, tiny_inputs
 from safetensors.torch import save_file
 
-from tmd_core import CheckpointError, TMDModel, TMDSchedule, load_tmd, make_noise, read_tmd_info, sample_tmd, save_tmd
+from tmd_core import (
+    CheckpointError,
+    TMDModel,
+    TMDSchedule,
+    load_tmd,
+    make_noise,
+    read_tmd_info,
+    sample_tmd,
+    save_tmd,
+)
 
 
 @pytest.fixture()

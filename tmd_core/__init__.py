@@ -7,10 +7,10 @@ from .model import BackboneOut, TMDConfig, TMDModel
 from .noise import make_noise
 from .sampler import sample_dmd, sample_teacher, sample_tmd
 from .schedule import TMDSchedule, effective_nfe, shifted_grid
-
-from .version import __version__  # noqa: E402
+from .version import __version__
 
 __all__ = [
+    "__version__",
     "BackboneOut",
     "CheckpointError",
     "ConfigError",

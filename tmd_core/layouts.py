@@ -13,7 +13,7 @@ import json
 import math
 import re
 from collections.abc import Iterable, Mapping
-from importlib import resources
+from pathlib import Path
 from typing import Any
 
 from .errors import CheckpointError, InputError
@@ -256,7 +256,7 @@ def shipped_config(name: str) -> dict:
     """The shipped diffusers config `name` (one of SHIPPED_CONFIGS), read from tmd_core/configs/."""
     if name not in SHIPPED_CONFIGS:
         raise InputError(f"unknown Wan config {name!r}: choose one of {list(SHIPPED_CONFIGS)}.")
-    text = resources.files(__package__).joinpath("configs", f"{name}.json").read_text()
+    text = (Path(__file__).parent / "configs" / f"{name}.json").read_text()
     return normalize_config(json.loads(text), source=f"configs/{name}.json")
 
 
