@@ -12,6 +12,8 @@ TOL = {
     torch.float16: dict(atol=2e-3, rtol=2e-3),
 }
 
+DTYPES = [pytest.param(torch.float32, id="fp32"), pytest.param(torch.bfloat16, id="bf16")]
+
 
 def _leaf(shape, dtype, device, gen, scale=1.0):
     return (torch.randn(shape, generator=gen) * scale).to(device=device, dtype=dtype).requires_grad_()
@@ -49,11 +51,15 @@ def _modulate_inputs(B, T, D, dtype, device, mod_shape="bd", mod_dtype=None):
     x = _leaf((B, T, D), dtype, device, gen, scale=2.0)
     with torch.no_grad():  # non-zero row means, so the mean subtraction matters
         x += torch.arange(D, device=device, dtype=dtype) / D
-    return [x, _leaf(mod_dims, mod_dtype or dtype, device, gen, 0.5), _leaf(mod_dims, mod_dtype or dtype, device, gen, 0.5)]
+    return [
+        x,
+        _leaf(mod_dims, mod_dtype or dtype, device, gen, 0.5),
+        _leaf(mod_dims, mod_dtype or dtype, device, gen, 0.5),
+    ]
 
 
 @pytest.mark.parametrize("tiles", ["default", "small"])
-@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("T,D", [(1, 24), (7, 40), (37, 100), (5, 1)])
 def test_gated_residual_matches_reference(triton_device, request, tiles, dtype, T, D):
     if tiles == "small":
@@ -68,7 +74,7 @@ def test_gated_residual_matches_reference(triton_device, request, tiles, dtype, 
 
 
 @pytest.mark.parametrize("tiles", ["default", "small"])
-@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("T,D", [(1, 24), (7, 40), (37, 100)])
 def test_modulate_matches_reference(triton_device, request, tiles, dtype, T, D):
     if tiles == "small":
@@ -99,7 +105,9 @@ def test_gated_residual_broadcast_shapes(triton_device, small_tiles, gate_shape,
 def test_modulate_broadcast_shapes_and_fp32_modulation(triton_device, small_tiles, mod_shape):
     """Wan keeps shift/scale in fp32 while x is bf16: mixed dtypes, output and grads in input dtypes."""
     inputs = _modulate_inputs(3, 9, 40, torch.bfloat16, triton_device, mod_shape, mod_dtype=torch.float32)
-    grad_out = torch.randn(3, 9, 40, generator=torch.Generator().manual_seed(10)).to(triton_device, torch.bfloat16)
+    grad_out = torch.randn(3, 9, 40, generator=torch.Generator().manual_seed(10)).to(
+        triton_device, torch.bfloat16
+    )
     y, grads = _run(modulate_triton, inputs, grad_out)
     y_ref, grads_ref = _run(modulate_ref, inputs, grad_out)
     assert y.dtype == torch.bfloat16
@@ -111,7 +119,9 @@ def test_modulate_broadcast_shapes_and_fp32_modulation(triton_device, small_tile
 
 def test_fp16_forward_and_backward(triton_device):
     inputs = _gated_inputs(2, 5, 40, torch.float16, triton_device)
-    grad_out = torch.randn(2, 5, 40, generator=torch.Generator().manual_seed(11)).to(triton_device, torch.float16)
+    grad_out = torch.randn(2, 5, 40, generator=torch.Generator().manual_seed(11)).to(
+        triton_device, torch.float16
+    )
     h, grads = _run(gated_residual_triton, inputs, grad_out)
     h_ref, grads_ref = _run(gated_residual_ref, inputs, grad_out)
     _assert_close(h, h_ref, torch.float16, "h")

@@ -11,7 +11,9 @@ def _describe(t: torch.Tensor) -> str:
 
 def _check_tokens(op: str, name: str, t: object) -> torch.Tensor:
     if not isinstance(t, torch.Tensor):
-        raise InputError(f"{op}: {name} must be a torch.Tensor of shape (B, T, D), got {type(t).__name__}")
+        raise InputError(
+            f"{op}: {name} must be a torch.Tensor of shape (B, T, D), got {type(t).__name__}"
+        )
     if t.dim() != 3:
         raise InputError(
             f"{op}: {name} has {_describe(t)}; expected token features of shape (B, T, D): "
@@ -26,7 +28,9 @@ def _check_per_sample(op: str, name: str, v: object, ref: torch.Tensor, ref_name
     """`v` must be `[B, D]` or `[B, 1, D]` with B equal to the batch of `ref` or 1."""
     B, _, D = ref.shape
     if not isinstance(v, torch.Tensor):
-        raise InputError(f"{op}: {name} must be a torch.Tensor of shape (B, D) or (B, 1, D), got {type(v).__name__}")
+        raise InputError(
+            f"{op}: {name} must be a torch.Tensor of shape (B, D) or (B, 1, D), got {type(v).__name__}"
+        )
     ok_rank = v.dim() == 2 or (v.dim() == 3 and v.shape[1] == 1)
     if not ok_rank or v.shape[0] not in (B, 1) or v.shape[-1] != D:
         raise InputError(
@@ -37,7 +41,9 @@ def _check_per_sample(op: str, name: str, v: object, ref: torch.Tensor, ref_name
     if not v.is_floating_point():
         raise InputError(f"{op}: {name} has {_describe(v)}; expected a floating-point tensor")
     if v.device != ref.device:
-        raise InputError(f"{op}: {name} is on {v.device} but {ref_name} is on {ref.device}: move both to one device")
+        raise InputError(
+            f"{op}: {name} is on {v.device} but {ref_name} is on {ref.device}: move both to one device"
+        )
 
 
 def check_gated_residual_inputs(m: object, z: object, gate: object, alpha: object) -> None:

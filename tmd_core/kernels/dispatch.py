@@ -27,7 +27,7 @@ try:
     TRITON_IMPORTABLE = True
     TRITON_IMPORT_ERROR = ""
     TRITON_INTERPRET = triton_gate.INTERPRETED
-except Exception as exc:  # noqa: BLE001 - a broken triton install must not break the library
+except Exception as exc:  # a broken triton install must not break the library
     triton_gate = None
     TRITON_IMPORTABLE = False
     TRITON_IMPORT_ERROR = f"{type(exc).__name__}: {exc}"
@@ -70,7 +70,7 @@ def resolve_backend(backend: str, device: torch.device | str, D: int | None = No
     """Turn a backend request into the concrete backend that will run.
 
     Args:
-        backend: "auto" (Triton where it can run, else the PyTorch reference, logged once),
+        backend: "auto" (Triton on CUDA when importable, else the PyTorch reference; a GPU fallback is logged once),
             "triton" (raise if it cannot run) or "torch".
         device: device of the input tensors.
         D: feature size of a row, when known (very wide rows exceed the Triton tile limit).
@@ -84,6 +84,10 @@ def resolve_backend(backend: str, device: torch.device | str, D: int | None = No
         )
     device = torch.device(device)
     if backend == "torch":
+        return "torch"
+    if backend == "auto" and device.type != "cuda":
+        # Triton's CPU interpreter is a correctness tool (tests), far slower than the reference:
+        # only an explicit backend="triton" uses it.
         return "torch"
     reason = _triton_unusable_reason(device, D)
     if reason is None:

@@ -10,7 +10,9 @@ validated by the dispatcher (`dispatch.py`); this module assumes well-formed ten
 
 Importing this module imports triton. Kernels are decorated at import, and triton decides then
 whether they run compiled (CUDA) or in its CPU interpreter (`TRITON_INTERPRET=1` in the
-environment before this import); `INTERPRETED` records which.
+environment before this import); `INTERPRETED` records which. The interpreter (triton 3.x) rounds
+fp32 -> bf16 stores toward zero where GPUs round to nearest even, so interpreted bf16 outputs can
+differ from the reference by one bf16 ulp; fp32/fp16/fp64 are unaffected.
 """
 
 import os
@@ -162,7 +164,8 @@ def _modulate_bwd_kernel(
         rstd = tl.load(rstd_ptr + b * T + rows, mask=row_mask, other=0.0)
         x_hat = tl.where(mask, (x - mean[:, None]) * rstd[:, None], 0.0)
         if COMPUTE_DX:
-            # LayerNorm backward: dx = rstd · (dx̂ - mean_d(dx̂) - x̂ · mean_d(dx̂ ⊙ x̂)), dx̂ = dy ⊙ (1 + scale)
+            # LayerNorm backward with dx̂ = dy ⊙ (1 + scale):
+            # dx = rstd · (dx̂ - mean_d(dx̂) - x̂ · mean_d(dx̂ ⊙ x̂))
             dx_hat = dy * one_plus_scale[None, :]
             c1 = tl.sum(dx_hat * x_hat, axis=1) / D
             c2 = tl.sum(dx_hat, axis=1) / D
