@@ -36,11 +36,13 @@ class TMDModelLoader:
 
     def load(self, ckpt_name, head_blocks, dtype):
         path = host.resolve_checkpoint(ckpt_name)
-        if detect_checkpoint_kind(path) == "tmd":
+        kind = "tmd" if detect_checkpoint_kind(path) == "tmd" else "teacher"
+        if kind == "tmd":
             model = load_tmd(path, dtype=DTYPES[dtype])
         else:
             model = TMDModel.from_teacher(load_teacher(path, dtype=DTYPES[dtype]), head_blocks=head_blocks)
-        return {"ui": {"tmd_info": [model_summary(model)]}, "result": (host.wrap_model(model),)}
+        info = {**model_summary(model), "ckpt_name": ckpt_name, "kind": kind}
+        return {"ui": {"tmd_info": [info]}, "result": (host.wrap_model(model),)}
 
 
 class TMDCheckpointInfo:

@@ -1,0 +1,88 @@
+"""tests/nodes/host_fakes/ stay faithful: same signatures (names, kinds, defaults; annotations aside) and
+Wan2.1 numbers as the real ComfyUI modules."""
+
+import inspect
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+FAKES = Path(__file__).resolve().parents[1] / "nodes"
+CHECKED = {  # module -> callables/classes whose signatures nodes rely on
+    "folder_paths": ["add_model_folder_path", "get_folder_paths", "get_filename_list", "get_full_path",
+                     "get_full_path_or_raise", "get_output_directory", "get_temp_directory", "get_input_directory",
+                     "get_save_image_path", "map_legacy"],
+    "comfy.utils": ["ProgressBar", "ProgressBar.update", "ProgressBar.update_absolute", "set_progress_bar_global_hook"],
+    "comfy.model_management": ["get_torch_device", "intermediate_device", "unet_offload_device", "load_models_gpu",
+                               "load_model_gpu", "soft_empty_cache", "throw_exception_if_processing_interrupted",
+                               "interrupt_current_processing", "processing_interrupted", "is_device_cpu"],
+    "comfy.model_patcher": ["ModelPatcher", "ModelPatcher.clone", "ModelPatcher.model_size", "ModelPatcher.is_clone",
+                            "ModelPatcher.get_model_object"],
+    "latent_preview": ["prepare_callback"],
+}  # fmt: skip
+
+DUMP = """
+import importlib, inspect, json, sys
+sys.argv = sys.argv[:1]
+from comfy.options import enable_args_parsing
+enable_args_parsing(False)
+from comfy.cli_args import args
+args.cpu = True
+checked = json.loads(sys.stdin.read())
+out = {}
+for mod, names in checked.items():
+    m = importlib.import_module(mod)
+    for name in names:
+        obj = m
+        for part in name.split("."):
+            obj = getattr(obj, part)
+        sig = inspect.signature(obj)
+        params = [p.replace(annotation=inspect.Parameter.empty) for p in sig.parameters.values()]
+        out[mod + ":" + name] = str(sig.replace(parameters=params, return_annotation=inspect.Signature.empty))
+from comfy.latent_formats import Wan21
+f = Wan21()
+out["wan21"] = [f.latents_mean.flatten().tolist(), f.latents_std.flatten().tolist(), f.scale_factor]
+print("JSON=" + json.dumps(out))
+"""
+
+
+def signatures(checked: dict) -> dict:
+    import importlib
+
+    out = {}
+    for mod, names in checked.items():
+        m = importlib.import_module(mod)
+        for name in names:
+            obj = m
+            for part in name.split("."):
+                obj = getattr(obj, part)
+            out[f"{mod}:{name}"] = str(inspect.signature(obj))  # the stand-ins carry no annotations
+    return out
+
+
+def test_fakes_match_the_real_modules(comfyui):
+    py = comfyui.comfy_path / ".venv" / "bin" / "python"
+    if not py.exists():
+        pytest.skip(f"no ComfyUI venv at {py}")
+    p = subprocess.run([str(py), "-c", DUMP], input=json.dumps(CHECKED), cwd=comfyui.comfy_path,
+                       capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert p.returncode == 0, p.stderr[-3000:]
+    real = json.loads(next(ln for ln in p.stdout.splitlines() if ln.startswith("JSON="))[5:])
+    sys.path.insert(0, str(FAKES))
+    try:
+        import comfy_fakes  # noqa: F401 — installs the stand-ins if tests/nodes was not collected
+    finally:
+        sys.path.remove(str(FAKES))
+    fake = signatures(CHECKED)
+    mismatched = {k: (fake[k], real[k]) for k in fake if fake[k] != real[k]}
+    assert mismatched == {}, "stand-in signatures differ from ComfyUI's (fake, real): " + json.dumps(
+        mismatched, indent=1
+    )
+    from comfy.latent_formats import Wan21
+
+    f = Wan21()
+    assert [f.latents_mean.flatten().tolist(), f.latents_std.flatten().tolist(), f.scale_factor] == real[
+        "wan21"
+    ]

@@ -1,0 +1,41 @@
+"""Stand-in for `comfy.model_patcher.ModelPatcher`: holds a module and its devices; clone() shares the module."""
+
+import copy
+
+
+class ModelPatcher:
+    def __init__(self, model, load_device, offload_device, size=0, weight_inplace_update=False):
+        self.size = size
+        self.model = model
+        self.load_device = load_device
+        self.offload_device = offload_device
+        self.weight_inplace_update = weight_inplace_update
+        self.patches = {}
+        self.object_patches = {}
+        self.model_options = {"transformer_options": {}}
+        self.parent = None
+
+    def model_size(self):
+        if self.size > 0:
+            return self.size
+        self.size = sum(t.numel() * t.element_size() for t in self.model.state_dict().values())
+        return self.size
+
+    def clone(self):
+        n = self.__class__(
+            self.model, self.load_device, self.offload_device, self.size, self.weight_inplace_update
+        )
+        n.patches = {k: v[:] for k, v in self.patches.items()}
+        n.object_patches = self.object_patches.copy()
+        n.model_options = copy.deepcopy(self.model_options)
+        n.parent = self
+        return n
+
+    def is_clone(self, other):
+        return hasattr(other, "model") and self.model is other.model
+
+    def get_model_object(self, name):
+        obj = self.model
+        for part in name.split("."):
+            obj = getattr(obj, part)
+        return obj
