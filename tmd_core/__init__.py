@@ -2,7 +2,7 @@
 
 from .checkpoint import load_tmd, read_tmd_info, save_tmd
 from .errors import CheckpointError, ConfigError, InputError, TMDError
-from .loading import load_teacher
+from .loading import detect_checkpoint_kind, load_teacher, teacher_sha256
 from .model import BackboneOut, TMDConfig, TMDModel
 from .noise import make_noise
 from .sampler import sample_dmd, sample_teacher, sample_tmd
@@ -20,7 +20,9 @@ __all__ = [
     "TMDModel",
     "TMDSchedule",
     "effective_nfe",
+    "detect_checkpoint_kind",
     "load_teacher",
+    "teacher_sha256",
     "load_tmd",
     "make_noise",
     "read_tmd_info",

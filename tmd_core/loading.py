@@ -31,6 +31,7 @@ from .layouts import (
     original_to_diffusers_state_dict,
     strip_comfy_prefix,
 )
+from .wan_build import rebuild_rope
 
 __all__ = [
     "load_teacher", "teacher_from_state_dict", "detect_checkpoint_kind", "teacher_sha256",
@@ -313,9 +314,10 @@ def teacher_from_state_dict(
         config: config fields that win over inference from the shapes.
         dtype: parameter dtype. None keeps the stored dtype: the dtype holding most elements (files
             are uniform in practice; a mixed file is made uniform, because a Linear cannot mix a bf16
-            weight with an fp32 bias). fp8 files become bfloat16. diffusers' `_keep_in_fp32_modules`
-            is deliberately not applied: one dtype keeps memory = weight bytes, matches how ComfyUI runs
-            Wan, and the forward already computes norms and modulation in fp32.
+            weight with an fp32 bias), fp8 counting as bfloat16, which fp8 weights dequantise to.
+            diffusers' `_keep_in_fp32_modules` is deliberately not applied: one dtype keeps memory
+            at the weight bytes, matches how ComfyUI runs Wan, and the forward computes norms and
+            modulation in fp32 anyway.
         device: target device.
         source: names the origin in error messages.
     """
@@ -338,14 +340,14 @@ def teacher_from_state_dict(
     _check_heads(config)
     with torch.device("meta"):
         model = WanTransformer3DModel(**config)
-    _check_keys_and_shapes(model, sd, source)
+    expected = _check_keys_and_shapes(model, sd, source)
 
     if dtype is None:
         dtype = _stored_dtype(sd)
     device = torch.device(device)
-    sd = {k: v.to(device=device, dtype=dtype) for k, v in sd.items() if k in _expected_keys(model)}
+    sd = {k: v.to(device=device, dtype=dtype) for k, v in sd.items() if k in expected}
     model.load_state_dict(sd, strict=True, assign=True)
-    _rebuild_rope(model, device)
+    rebuild_rope(model, device)
     return model.eval()
 
 
@@ -362,7 +364,8 @@ def _expected_keys(model) -> dict[str, torch.Size]:
     return {k: v.shape for k, v in model.state_dict().items()}
 
 
-def _check_keys_and_shapes(model, sd: Mapping[str, torch.Tensor], source: str) -> None:
+def _check_keys_and_shapes(model, sd: Mapping[str, torch.Tensor], source: str) -> dict[str, torch.Size]:
+    """Raise CheckpointError unless `sd` holds exactly the model's weights; returns key -> shape."""
     expected = _expected_keys(model)
     missing = sorted(set(expected) - set(sd))
     unexpected = sorted(k for k in set(sd) - set(expected) if not any(i in k for i in _IGNORED_UNEXPECTED))
@@ -385,6 +388,7 @@ def _check_keys_and_shapes(model, sd: Mapping[str, torch.Tensor], source: str) -
             f"{source} does not fit the config {dict(cfg)}: {len(wrong)} weights have other shapes "
             f"({details}). Fix the config (argument, config.json or sidecar) or leave it to inference."
         )
+    return expected
 
 
 def _dequantize_fp8(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -411,16 +415,3 @@ def _stored_dtype(sd: Mapping[str, torch.Tensor]) -> torch.dtype:
             counts[v.dtype] = counts.get(v.dtype, 0) + v.numel()
     return max(counts, key=counts.get) if counts else torch.float32
 
-
-def _rebuild_rope(model, device: torch.device) -> None:
-    """Recompute the rotary tables: non-persistent buffers built on meta hold no values."""
-    from diffusers.models.transformers.transformer_wan import WanRotaryPosEmbed
-
-    cfg = model.config
-    model.rope = WanRotaryPosEmbed(cfg.attention_head_dim, cfg.patch_size, cfg.rope_max_seq_len).to(device)
-    left = [n for n, t in [*model.named_parameters(), *model.named_buffers()] if t.is_meta]
-    if left:  # a diffusers version with new buffers would land here rather than fail mid-forward
-        raise CheckpointError(
-            f"internal: tensors {left[:4]} are still on the meta device after loading; this diffusers "
-            f"version is not supported by tmd_core.loading — report it with your diffusers version."
-        )

@@ -31,13 +31,20 @@ def build_empty_wan(config: dict):
         raise CheckpointError(f"transformer config does not fit diffusers' WanTransformer3DModel: {e}") from e
 
 
-def _rebuild_rope(transformer) -> None:
-    """Rope tables are non-persistent buffers (not in files): recompute them for real on the CPU."""
+def rebuild_rope(model, device="cpu") -> None:
+    """Recompute the rotary tables: non-persistent buffers built on meta hold no values."""
     from diffusers.models.transformers.transformer_wan import WanRotaryPosEmbed
 
-    c = transformer.config
-    with torch.device("cpu"):
-        transformer.rope = WanRotaryPosEmbed(c.attention_head_dim, tuple(c.patch_size), c.rope_max_seq_len)
+    cfg = model.config
+    with torch.device("cpu"):  # also when called under a caller's meta-device context
+        rope = WanRotaryPosEmbed(cfg.attention_head_dim, tuple(cfg.patch_size), cfg.rope_max_seq_len)
+    model.rope = rope.to(device)
+    left = [n for n, t in [*model.named_parameters(), *model.named_buffers()] if t.is_meta]
+    if left:  # a diffusers version with new buffers would land here rather than fail mid-forward
+        raise CheckpointError(
+            f"internal: tensors {left[:4]} are still on the meta device after loading; this diffusers "
+            "version is not supported by tmd_core — report it with your diffusers version."
+        )
 
 
 def load_in_place(module: nn.Module, state_dict: dict, what: str = "checkpoint") -> None:
@@ -56,7 +63,4 @@ def load_in_place(module: nn.Module, state_dict: dict, what: str = "checkpoint")
     module.load_state_dict(state_dict, strict=True, assign=True)
     for sub in module.modules():
         if type(sub).__name__ == "WanTransformer3DModel":
-            _rebuild_rope(sub)
-    leftovers = [n for n, b in module.named_buffers() if b.is_meta]
-    if leftovers:
-        raise CheckpointError(f"{what}: buffers left unmaterialised after loading: {leftovers[:4]}")
+            rebuild_rope(sub)

@@ -1,0 +1,93 @@
+"""ToyBench runs: generate the benchmark clips with each method and score them (issue 4's table)."""
+
+from __future__ import annotations
+
+import time
+import zlib
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+
+from ..noise import make_noise
+from ..sampler import sample_dmd, sample_teacher, sample_tmd
+from ..schedule import TMDSchedule
+from .bench import benchmark_set, score_clips
+from .codec import decode_latents
+from .text import ToyTextEncoder
+
+# The toy teacher's sampler settings (Wan's defaults are shift 8 at 480p; the toy's 128 tokens want less).
+TEACHER_SHIFT = 3.0
+TEACHER_CFG = 4.0
+LATENT_SHAPE = (48, 8, 8, 8)  # one 8-frame 32×32 clip (toy.latent default format)
+
+
+@dataclass
+class Method:
+    name: str  # row label
+    family: str  # line in the quality-vs-NFE plot
+    nfe: float  # (effective) network function evaluations per sample
+    run: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]  # (noise, ctx, neg) -> latents
+
+
+def teacher_methods(teacher, cfg_steps=(50,), euler_steps=(1, 2, 3, 4)) -> list[Method]:
+    out = [Method(f"teacher {k} steps CFG {TEACHER_CFG:g}", "teacher CFG", 2 * k,
+                  lambda n, c, neg, k=k: sample_teacher(teacher, n, c, steps=k, shift=TEACHER_SHIFT,
+                                                        guidance_scale=TEACHER_CFG, negative_context=neg))
+           for k in cfg_steps]
+    out += [Method(f"teacher Euler {k} NFE", "teacher Euler", k,
+                   lambda n, c, neg, k=k: sample_teacher(teacher, n, c, steps=k, shift=TEACHER_SHIFT, guidance_scale=1.0))
+            for k in euler_steps]
+    return out
+
+
+def dmd_methods(student, steps=(1, 2, 3), shift: float = 10.0) -> list[Method]:
+    return [Method(f"DMD2-v {k}-step", "DMD2-v", k,
+                   lambda n, c, neg, k=k: sample_dmd(student, n, c, TMDSchedule(outer_steps=k, inner_steps=1, outer_shift=shift)))
+            for k in steps]
+
+
+def tmd_methods(model, grid=((1, 1), (1, 2), (1, 4), (2, 1), (2, 2), (2, 4))) -> list[Method]:
+    c = model.tmd_config
+    out = []
+    for m, n in grid:
+        sched = TMDSchedule(outer_steps=m, inner_steps=n, outer_shift=c.outer_shift, inner_shift=c.inner_shift, t_max=c.t_max)
+        out.append(Method(f"TMD outer {m} x inner {n}", f"TMD outer {m}", model.effective_nfe(m, n),
+                          lambda noise, ctx, neg, s=sched: sample_tmd(model, noise, ctx, s)))
+    return out
+
+
+def pair_seed(prompt, seed: int) -> int:
+    """Noise seed of one (prompt, seed) pair: stable across processes (crc32, not Python's salted hash)."""
+    return zlib.crc32(prompt.text.encode()) * 1000 + int(seed)
+
+
+def generate(method: Method, pairs, batch_size: int = 32) -> torch.Tensor:
+    """Clips Tensor[N, 3, F, H, W] for (prompt, seed) pairs; noise seeded per pair (same across methods)."""
+    enc = ToyTextEncoder()
+    clips = []
+    for i in range(0, len(pairs), batch_size):
+        chunk = pairs[i : i + batch_size]
+        noise = torch.cat([make_noise((1, *LATENT_SHAPE), seed=pair_seed(p, s)) for p, s in chunk])
+        ctx = enc.encode([p.text for p, _ in chunk])
+        neg = enc.null_context(len(chunk))
+        clips.append(decode_latents(method.run(noise, ctx, neg)))
+    return torch.cat(clips)
+
+
+def run_bench(methods: list[Method], pairs=None, progress: bool = True) -> list[dict]:
+    """Score every method on the benchmark set; rows for `format_table` / `plot_quality_vs_nfe`."""
+    pairs = pairs if pairs is not None else benchmark_set()
+    rows = []
+    for m in methods:
+        t0 = time.perf_counter()
+        clips = generate(m, pairs)
+        seconds = time.perf_counter() - t0
+        res = score_clips(clips, [p for p, _ in pairs], [s for _, s in pairs])
+        res.pop("per_clip", None)
+        rows.append({"name": m.name, "method": m.family, "nfe": round(m.nfe, 3), **res,
+                     "seconds_per_clip": round(seconds / len(pairs), 4)})
+        if progress:
+            print(f"  {m.name:28s} NFE {m.nfe:6.2f}  adherence {res['adherence']:.3f}  quality {res['quality']:.3f}  "
+                  f"overall {res['overall']:.3f}  ({seconds:.1f} s)", flush=True)
+    return rows
