@@ -112,3 +112,12 @@ def test_broken_metadata(tmp_path):
     save_file({"transformer.x": torch.zeros(1)}, str(path), metadata={"format": "tmd/1", "tmd_config": json.dumps({"num_layers": 4}), "transformer_config": "{}"})
     with pytest.raises(CheckpointError, match="broken tmd_config"):
         load_tmd(path)
+
+
+def test_saved_checkpoint_is_readable_by_others(tmp_path, trained_student):
+    old = os.umask(0o022)
+    try:
+        path = save_tmd(trained_student, tmp_path / "s.safetensors")
+    finally:
+        os.umask(old)
+    assert path.stat().st_mode & 0o777 == 0o644

@@ -95,3 +95,17 @@ def test_sampler_input_errors(teacher):
         sample_tmd(student, torch.randn(1, 3, 3, 8, 8), ctx, TMDSchedule(1, 1))
     with pytest.raises(InputError, match="must be 5-D"):
         sample_teacher(teacher, torch.randn(1, 4, 8, 8), ctx, steps=1, guidance_scale=1.0)
+
+
+def test_cfg_with_per_sample_times(teacher):
+    """Training calls the teacher with one t per sample and CFG: equal to calling each sample alone."""
+    from tmd_core.sampler import teacher_velocity
+
+    x, ctx = tiny_inputs(teacher, batch=3, seed=4)
+    _, neg = tiny_inputs(teacher, batch=1, seed=5)
+    t = torch.tensor([0.2, 0.5, 0.9])
+    with torch.no_grad():
+        v = teacher_velocity(teacher, x, t, ctx, neg, guidance_scale=3.0)
+        for i in range(3):
+            vi = teacher_velocity(teacher, x[i : i + 1], float(t[i]), ctx[i : i + 1], neg, guidance_scale=3.0)
+            assert (v[i : i + 1] - vi).abs().max().item() <= 1e-5

@@ -81,7 +81,9 @@ def teacher_velocity(transformer, x, t, context, negative_context=None, guidance
         n = max(negative_context.shape[1], context.shape[1])
         context = torch.nn.functional.pad(context, (0, 0, 0, n - context.shape[1]))
         negative_context = torch.nn.functional.pad(negative_context, (0, 0, 0, n - negative_context.shape[1]))
-    v = _velocity(transformer, torch.cat([x, x]), t, torch.cat([context, negative_context]))
+    t = torch.as_tensor(t, dtype=torch.float64).reshape(-1)
+    t2 = t if t.numel() == 1 else torch.cat([t, t])  # per-sample times follow the doubled batch
+    v = _velocity(transformer, torch.cat([x, x]), t2, torch.cat([context, negative_context]))
     v_pos, v_neg = v.chunk(2)
     return v_neg + guidance_scale * (v_pos - v_neg)
 

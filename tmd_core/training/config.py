@@ -62,6 +62,7 @@ class Stage2Config:
     dmd_norm: str = "dmd2"  # "dmd2": mean|x̂ - g_real| per sample | "l1diff": the paper's printed normaliser
     student_kind: str = "tmd"  # "tmd" (decoupled, rollout) | "dmd" (DMD2-v baseline, Eq. 18)
     kd_warmup_iterations: int = 0  # one-step DMD2-v baseline only: regress teacher ODE pairs first
+    init_from_teacher: bool = False  # allow a teacher-initialised TMD student without stage 1 / student_init
 
 
 @dataclass
@@ -74,6 +75,7 @@ class TrainConfig:
     stages: tuple[str, ...] = ("stage1", "stage2")
     batch_size: int = 64  # global batch (split across processes)
     seed: int = 0
+    device: str = "auto"  # "auto" (Accelerate's choice: GPU if present) | "cpu"
     mixed_precision: str = "no"  # "no" | "bf16" (Accelerate)
     gradient_checkpointing: bool = False
     ema_decay: float = 0.0  # 0 disables the EMA of the student
@@ -133,11 +135,40 @@ def apply_overrides(cfg, overrides: dict, where: str = "config"):
             if not isinstance(value, dict):
                 raise ConfigError(f"{where}.{key} is a section; give a mapping, got {value!r}")
             apply_overrides(current, value, f"{where}.{key}")
-        elif isinstance(current, tuple) and isinstance(value, list):
-            setattr(cfg, key, tuple(value))
         else:
-            setattr(cfg, key, value)
+            setattr(cfg, key, _coerce(value, str(names[key].type), f"{where}.{key}"))
     return cfg
+
+
+def _coerce(value, annotation: str, where: str):
+    """Check a scalar against its field's annotation; YAML lists become tuples, `1e-4` (a YAML string) a float."""
+    optional = "None" in annotation
+    if value is None:
+        if optional:
+            return None
+        raise ConfigError(f"{where} cannot be empty (null)")
+    base = annotation.split("|")[0].strip()
+    if base.startswith("tuple"):
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{where} must be a list, got {value!r}")
+        return tuple(value)
+    if base == "float":
+        if isinstance(value, str):
+            try:
+                return float(value)
+            except ValueError:
+                pass
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+    elif base == "int" and isinstance(value, int) and not isinstance(value, bool):
+        return value
+    elif base == "bool" and isinstance(value, bool):
+        return value
+    elif base == "str" and isinstance(value, (str, int, float)) and not isinstance(value, bool):
+        return str(value)
+    elif base not in ("float", "int", "bool", "str"):
+        return value
+    raise ConfigError(f"{where} must be a {base}, got {value!r}")
 
 
 def load_config(preset_name: str = "wan21_1p3b", yaml_path: str | Path | None = None, **overrides) -> TrainConfig:
@@ -159,3 +190,69 @@ def load_config(preset_name: str = "wan21_1p3b", yaml_path: str | Path | None = 
 
 def to_dict(cfg) -> dict:
     return dataclasses.asdict(cfg)
+
+
+def to_yaml(cfg) -> str:
+    """The resolved config as YAML (tuples as lists), loadable again as an override file."""
+    import yaml
+
+    def plain(v):
+        if isinstance(v, dict):
+            return {k: plain(x) for k, x in v.items()}
+        if isinstance(v, (list, tuple)):
+            return [plain(x) for x in v]
+        return v
+
+    return yaml.safe_dump(plain(to_dict(cfg)), sort_keys=False, allow_unicode=True)
+
+
+STAGES = ("stage1", "stage2")
+
+
+def check_config(cfg: TrainConfig, world_size: int = 1, *, teacher_given: bool = False) -> None:
+    """Raise ConfigError for settings that cannot run, before anything heavy is loaded.
+
+    Args:
+        world_size: number of processes (the global batch is split across them).
+        teacher_given: a teacher module is passed in-process, so `model.teacher` may be empty.
+    """
+    from .data import batch_divisibility_message, read_index
+
+    stages = tuple(cfg.stages)
+    bad = [s for s in stages if s not in STAGES]
+    if not stages or bad or list(stages) != sorted(set(stages)):
+        raise ConfigError(f"stages must be stage1, stage2 or both in that order, got {list(stages)}")
+    if cfg.batch_size < 1 or cfg.batch_size % world_size:
+        raise ConfigError(batch_divisibility_message(cfg.batch_size, world_size))
+    if cfg.mixed_precision not in ("no", "bf16"):
+        raise ConfigError(f"mixed_precision must be 'no' or 'bf16', got {cfg.mixed_precision!r}")
+    if cfg.device not in ("auto", "cpu"):
+        raise ConfigError(f"device must be 'auto' or 'cpu', got {cfg.device!r} (GPUs are chosen by accelerate launch)")
+    for name in ("log_every", "checkpoint_every"):
+        if getattr(cfg, name) < 1:
+            raise ConfigError(f"{name} must be >= 1, got {getattr(cfg, name)}")
+    if not 0.0 <= cfg.ema_decay < 1.0:
+        raise ConfigError(f"ema_decay must be in [0, 1), got {cfg.ema_decay}")
+    for stage in stages:
+        if getattr(cfg, stage).iterations < 1:
+            raise ConfigError(f"{stage}.iterations must be >= 1, got {getattr(cfg, stage).iterations}")
+    if cfg.stage2.student_kind not in ("tmd", "dmd"):
+        raise ConfigError(f"stage2.student_kind must be 'tmd' or 'dmd', got {cfg.stage2.student_kind!r}")
+    if cfg.stage2.student_kind == "dmd" and "stage1" in stages:
+        raise ConfigError("the DMD2-v baseline (stage2.student_kind: dmd) has no stage 1: set stages: [stage2]")
+    if (
+        stages == ("stage2",) and cfg.stage2.student_kind == "tmd" and not cfg.model.student_init
+        and not cfg.stage2.init_from_teacher
+    ):
+        raise ConfigError(
+            "stage 2 needs a student: run stage 1 first (stages: [stage1, stage2]), set model.student_init to "
+            "a stage-1 tmd/1 checkpoint, or set stage2.init_from_teacher: true to start from the teacher"
+        )
+    if cfg.model.student_init and not Path(cfg.model.student_init).is_file():
+        raise ConfigError(f"model.student_init {cfg.model.student_init!r} does not exist: give a tmd/1 checkpoint")
+    if not teacher_given:
+        if not cfg.model.teacher:
+            raise ConfigError("model.teacher is empty: give the teacher checkpoint (--teacher PATH or model.teacher)")
+        if not Path(cfg.model.teacher).exists():
+            raise ConfigError(f"teacher checkpoint {cfg.model.teacher!r} does not exist: check model.teacher")
+    read_index(cfg.data)

@@ -1,0 +1,96 @@
+"""`tmd distill`: run stage 1, stage 2 or both from a preset + YAML overrides (EDM-style: --dry-run, --resume).
+
+Many processes: `accelerate launch --multi_gpu --num_processes N -m tmd_core distill ...` (on a machine
+without GPUs this forms a gloo group on the CPU; accelerate's `--cpu` launcher needs MPI for N > 1),
+or `torchrun --nproc_per_node N -m tmd_core distill ...`.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+
+from ..errors import ConfigError
+
+
+def register(sub) -> None:
+    p = sub.add_parser(
+        "distill", help="distill a TMD student from a Wan teacher (stage 1, stage 2 or both)",
+        description="Settings: a preset, then --config YAML, then the flags below, then --set KEY=VALUE "
+        "(dotted keys, YAML values, e.g. --set stage1.lr=1e-5). Unknown keys are an error. Re-run the same "
+        "command with --resume to continue a stopped or killed run exactly.",
+    )
+    p.add_argument("--preset", default="wan21_1p3b", help="wan21_1p3b | wan21_14b | tiny")
+    p.add_argument("--config", help="YAML file overriding known fields of the preset")
+    p.add_argument("--teacher", help="teacher checkpoint (sets model.teacher)")
+    p.add_argument("--data", help="data folder from `tmd make-data` (sets data)")
+    p.add_argument("--output-dir", help="run folder (sets output_dir)")
+    p.add_argument("--stages", help="stage1, stage2 or stage1,stage2 (sets stages)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override one field (repeatable)")
+    p.add_argument("--resume", action="store_true", help="continue the run in output_dir from its last state")
+    p.add_argument("--dry-run", action="store_true", help="print the resolved config, check it, and exit")
+    p.set_defaults(func=run)
+
+
+def resolve_config(args):
+    """Preset -> YAML -> flags -> --set, every step checked against the known fields."""
+    import yaml
+
+    from ..training.config import apply_overrides, load_config
+
+    cfg = load_config(args.preset, args.config)
+    flags = {"model": {"teacher": args.teacher}, "data": args.data, "output_dir": args.output_dir,
+             "stages": args.stages.split(",") if args.stages else None}
+    flags["model"] = {k: v for k, v in flags["model"].items() if v is not None}
+    apply_overrides(cfg, {k: v for k, v in flags.items() if v not in (None, {})}, where="flags")
+    for item in args.set:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise ConfigError(f"--set expects KEY=VALUE, got {item!r}")
+        nested: dict = {}
+        node = nested
+        parts = key.strip().split(".")
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+        node[parts[-1]] = yaml.safe_load(value)
+        apply_overrides(cfg, nested, where="--set")
+    return cfg
+
+
+def _world_size() -> int:
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def run(args) -> int:
+    from ..training.config import check_config, to_yaml
+
+    cfg = resolve_config(args)
+    if args.dry_run:
+        print(to_yaml(cfg), end="")
+        check_config(cfg, _world_size())
+        print(f"# config ok for {_world_size()} process(es)")
+        return 0
+    from ..training.loop import run_distill
+
+    stop = {"flag": False}
+
+    def request_stop(signum, frame):  # Ctrl-C / SIGTERM: save a resumable state at the next step
+        if stop["flag"]:
+            raise KeyboardInterrupt
+        stop["flag"] = True
+        print("stopping after this step (saving state); press Ctrl-C again to abort", file=sys.stderr)
+
+    old = {s: signal.signal(s, request_stop) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        path = run_distill(cfg, should_stop=lambda: stop["flag"], resume=args.resume)
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
+    if os.environ.get("RANK", "0") != "0":
+        return 0
+    if stop["flag"]:
+        print(f"stopped: partial student {path}; continue with the same command plus --resume")
+        return 0
+    print(f"distill: wrote {path}")
+    return 0

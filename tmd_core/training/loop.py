@@ -1,0 +1,357 @@
+"""One training loop for both stages of TMD (METHOD.md §4–5) on Hugging Face Accelerate.
+
+One process on CPU or GPU, or many through `accelerate launch --multi_gpu --num_processes N` or
+`torchrun` (data parallel: every process holds the models, gradients are averaged; on a machine
+without GPUs the processes form a gloo group). Every random draw comes from a per-process CPU generator whose
+state is checkpointed with the models, optimisers, EMA and the data position, so `resume=True`
+continues a killed run exactly: the resumed losses equal those of an uninterrupted run.
+
+Run folder (`output_dir`): config.yaml, log.jsonl, state-stage{1,2}.safetensors (training state),
+stage1.safetensors (the stage-1 student, when stage 2 follows), validation/, and the result
+`<name>.safetensors` (tmd/1; a `dmd` baseline student is a plain Wan file).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from ..errors import ConfigError
+from . import steps
+from .config import STAGES, TrainConfig, check_config, to_dict, to_yaml
+from .data import ShardDataset, ShardReader
+from .models import (
+    build_fake_score,
+    build_stage1_student,
+    build_stage2_student,
+    check_data_fits,
+    load_frozen_teacher,
+    teacher_identity,
+)
+from .runlog import JsonlLog, derive_seed, memory_mb, reduce_logs, summary_line
+from .state import EMA, load_state, rng_snapshot, save_state
+from .validation import validation_samples
+
+# progress(stage, step, total, logs): called on the main process after every step.
+Progress = Callable[[str, int, int, dict], None]
+# Fields that may change between a run and its --resume (everything else must match).
+RESUMABLE_CHANGES = {"log_every", "checkpoint_every", "validate_every", "validation_seeds", "output_dir", "data"}
+
+
+@dataclass
+class _Run:
+    cfg: TrainConfig
+    accelerator: object
+    out: Path
+    teacher: torch.nn.Module
+    identity: dict
+    dataset: ShardDataset
+    log: JsonlLog
+    progress: Progress | None
+    should_stop: Callable[[], bool] | None
+
+    @property
+    def main(self) -> bool:
+        return self.accelerator.is_main_process
+
+
+def make_accelerator(cfg: TrainConfig):
+    from accelerate import Accelerator
+    from accelerate.utils import DistributedType
+
+    has_gpu = torch.cuda.is_available() or (hasattr(torch.backends, "mps") and torch.backends.mps.is_available())
+    # cpu=True also makes accelerate form a gloo group when several CPU processes are launched
+    acc = Accelerator(mixed_precision=cfg.mixed_precision, cpu=cfg.device == "cpu" or not has_gpu)
+    check_launch(acc.num_processes)
+    if acc.distributed_type not in (DistributedType.NO, DistributedType.MULTI_CPU, DistributedType.MULTI_GPU):
+        raise ConfigError(
+            f"accelerate launched this run as {acc.distributed_type}; the loop supports one process and "
+            "data-parallel processes (accelerate launch --num_processes N, without --use_fsdp/--use_deepspeed)"
+        )
+    return acc
+
+
+def check_launch(num_processes: int, env=None) -> None:
+    """Refuse a launch that asked for several processes but got one (accelerate's `--cpu` launcher
+    starts N processes only through MPI; without it, it silently runs one)."""
+    import os
+
+    env = os.environ if env is None else env
+    asked_many = "MASTER_ADDR" in env and env.get("ACCELERATE_USE_CPU", "").lower() in ("true", "1")
+    if num_processes == 1 and asked_many and "WORLD_SIZE" not in env:
+        raise ConfigError(
+            "accelerate launch --cpu --num_processes N started one process: accelerate's CPU launcher needs MPI "
+            "(--mpirun_hostfile) for N > 1. On a machine without GPUs use `accelerate launch --multi_gpu "
+            "--num_processes N -m tmd_core distill ...` (it forms a gloo group on the CPU), or "
+            "`torchrun --nproc_per_node N -m tmd_core distill ...`"
+        )
+
+
+def run_distill(cfg: TrainConfig, *, teacher=None, progress: Progress | None = None,
+                should_stop: Callable[[], bool] | None = None, resume: bool = False,
+                accelerator=None) -> Path:
+    """Distill a TMD student: stage 1 (TM-MF), stage 2 (DMD2-v with rollout) or both, as `cfg.stages` says.
+
+    Args:
+        cfg: a TrainConfig (preset + overrides).
+        teacher: an already-loaded WanTransformer3DModel (e.g. a ComfyUI model); else `cfg.model.teacher`.
+        progress: callback(stage, step, total, logs) after every step (main process).
+        should_stop: polled after every step; when True a resumable state is saved and the current
+            student is written as `<name>.partial.safetensors`, whose path is returned.
+        resume: continue the run in `cfg.output_dir` (exactly, from its last saved state).
+    Returns:
+        Path of the written checkpoint (tmd/1 with provenance: stages, iterations, teacher sha256).
+    """
+    acc = accelerator or make_accelerator(cfg)
+    check_config(cfg, acc.num_processes, teacher_given=teacher is not None)
+    out = Path(cfg.output_dir)
+    final = out / f"{cfg.name}.safetensors"
+    _check_output_dir(cfg, out, resume)
+    acc.wait_for_everyone()  # every process has checked the folder before the main one writes to it
+    if resume and final.is_file():
+        return final  # already complete
+    devices = list(range(torch.cuda.device_count())) if torch.cuda.is_initialized() else []
+    with torch.random.fork_rng(devices=devices):  # the caller's global RNG is left as it was
+        return _run_stages(cfg, acc, out, final, teacher, progress, should_stop)
+
+
+def _run_stages(cfg, acc, out: Path, final: Path, teacher, progress, should_stop) -> Path:
+    dataset = ShardDataset(cfg.data)
+    teacher = load_frozen_teacher(cfg, teacher, acc.device)
+    check_data_fits(teacher, dataset.latent_shape, dataset.text_dim, str(cfg.data))
+    identity = teacher_identity(cfg, teacher, out) if acc.is_main_process else {}
+    identity = _broadcast_object(acc, identity)
+    if acc.is_main_process:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "config.yaml").write_text(to_yaml(cfg))
+    run = _Run(cfg, acc, out, teacher, identity, dataset, JsonlLog(out / "log.jsonl", acc.is_main_process),
+               progress, should_stop)
+    stage1_result = out / "stage1.safetensors"
+    done: dict[str, int] = {}
+    for stage in cfg.stages:
+        last = stage == cfg.stages[-1]
+        if stage == "stage1" and not last and stage1_result.is_file():
+            done[stage] = cfg.stage1.iterations
+            continue
+        torch.manual_seed(derive_seed(cfg.seed, stage, "init"))  # new modules (fusion, heads) equal everywhere
+        if stage == "stage1":
+            student = build_stage1_student(cfg, teacher, acc.device)
+        else:
+            init = stage1_result if "stage1" in cfg.stages else None
+            student = build_stage2_student(cfg, teacher, acc.device, init)
+        step, stopped, ema = _train_stage(run, stage, student)
+        done[stage] = step
+        target = out / f"{cfg.name}.partial.safetensors" if stopped else (final if last else stage1_result)
+        path = _save_student(run, student, ema, target, done, complete=not stopped and last)
+        if stopped:
+            return path
+        del student
+    partial = out / f"{cfg.name}.partial.safetensors"
+    if acc.is_main_process and partial.exists():
+        partial.unlink()  # superseded by the finished result
+    return final
+
+
+def _check_output_dir(cfg, out: Path, resume: bool) -> None:
+    existing = [p.name for p in (out / "log.jsonl", *(out / f"state-{s}.safetensors" for s in STAGES)) if p.exists()]
+    if existing and not resume:
+        raise ConfigError(
+            f"output_dir {out} already holds a run ({', '.join(existing)}): pass --resume to continue it, "
+            "or choose another output_dir"
+        )
+    saved = out / "config.yaml"
+    if resume and saved.is_file():
+        import yaml
+
+        old, new = yaml.safe_load(saved.read_text()), yaml.safe_load(to_yaml(cfg))
+        changed = sorted(k for k in _flat(new) if k.split(".")[0] not in RESUMABLE_CHANGES
+                         and _flat(old).get(k) != _flat(new)[k])
+        if changed:
+            raise ConfigError(
+                f"--resume with a different config ({', '.join(changed[:6])}): re-run the same command, "
+                f"or start a new output_dir (only {sorted(RESUMABLE_CHANGES)} may change)"
+            )
+
+
+def _flat(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(_flat(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def _broadcast_object(acc, obj):
+    if acc.num_processes == 1:
+        return obj
+    from accelerate.utils import broadcast_object_list
+
+    return broadcast_object_list([obj])[0]
+
+
+def _train_stage(run: _Run, stage: str, student) -> tuple[int, bool, EMA | None]:
+    """Train one stage until its iterations are done or should_stop says so. Returns (step, stopped, ema)."""
+    cfg, acc = run.cfg, run.accelerator
+    rank, world = acc.process_index, acc.num_processes
+    total = stage_iterations(cfg, stage)
+    trainer = steps.make_trainer(stage, cfg, student, run.teacher, acc, build_fake_score)
+    steps.broadcast_parameters(trainer.modules.values(), world)
+    ema = EMA(student, cfg.ema_decay) if cfg.ema_decay > 0 else None
+    generator = torch.Generator("cpu").manual_seed(derive_seed(cfg.seed, stage, "loss", rank))
+    reader = ShardReader(run.dataset, cfg.batch_size, seed=derive_seed(cfg.seed, stage, "data"),
+                         rank=rank, world_size=world)
+    state_path = run.out / f"state-{stage}.safetensors"
+    step = 0
+    if state_path.is_file():
+        restored = load_state(state_path, rank=rank, world_size=world, models=trainer.modules,
+                              optimizers=trainer.optimizers, ema=ema, generator=generator)
+        step = restored["step"]
+        reader.load_state_dict(restored["data"])
+    run.log.truncate(stage, step)  # drop what a killed run logged after its last saved state
+    if step == 0:
+        run.log.write({"event": "start", "stage": stage, "iterations": total, "processes": world})
+
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=total, initial=step, desc=stage, unit="it", disable=not run.main, dynamic_ncols=True)
+    t_window, n_window, stopped = time.perf_counter(), 0, False
+    while step < total:
+        batch = {k: (v.to(acc.device) if isinstance(v, torch.Tensor) else v) for k, v in reader.next_batch().items()}
+        logs = trainer.step(step, batch, generator)
+        step += 1
+        n_window += 1
+        if ema is not None and trainer.student_updated:
+            ema.update(student)
+        bar.update(1)
+        if step % cfg.log_every == 0 or step == total:
+            values = reduce_logs(logs, acc)
+            rate = n_window / max(time.perf_counter() - t_window, 1e-9)
+            record = {"stage": stage, "step": step, **values, "it_s": round(rate, 4),
+                      "mem_mb": round(memory_mb(acc.device), 1)}
+            run.log.write(record)
+            if run.main:
+                bar.write(summary_line(stage, step, total, values, rate, record["mem_mb"]))
+            t_window, n_window = time.perf_counter(), 0
+            if run.progress is not None and run.main:
+                run.progress(stage, step, total, record)
+        elif run.progress is not None and run.main:
+            run.progress(stage, step, total, {"stage": stage, "step": step})
+        if cfg.validate_every and step % cfg.validate_every == 0:
+            _validate(run, stage, step, student, ema)
+        stopped = _agree(acc, bool(run.should_stop and run.should_stop()))
+        if stopped or step % cfg.checkpoint_every == 0 or step == total:
+            _save_state(run, stage, step, trainer, ema, reader, generator)
+        if stopped:
+            break
+    bar.close()
+    if stopped:
+        run.log.write({"event": "stopped", "stage": stage, "step": step})
+    return step, stopped, ema
+
+
+def stage_iterations(cfg: TrainConfig, stage: str) -> int:
+    """Steps of a stage (stage 2 counts its KD warm-up steps too)."""
+    if stage == "stage1":
+        return cfg.stage1.iterations
+    return cfg.stage2.iterations + cfg.stage2.kd_warmup_iterations
+
+
+def _agree(acc, flag: bool) -> bool:
+    """True on every process if any process wants to stop."""
+    if acc.num_processes == 1:
+        return flag
+    t = torch.tensor([1.0 if flag else 0.0], device=acc.device)
+    torch.distributed.all_reduce(t, op=torch.distributed.ReduceOp.MAX)
+    return bool(t.item())
+
+
+def _save_state(run: _Run, stage: str, step: int, trainer, ema, reader, generator) -> None:
+    acc = run.accelerator
+    snap = rng_snapshot(generator)
+    snaps = [snap]
+    if acc.num_processes > 1:
+        snaps = [None] * acc.num_processes
+        torch.distributed.all_gather_object(snaps, snap)
+    fingerprint = _fingerprint(trainer.modules)
+    if acc.num_processes > 1:  # data parallel: every replica must hold the same weights
+        prints = [None] * acc.num_processes
+        torch.distributed.all_gather_object(prints, fingerprint)
+        if any(p != prints[0] for p in prints):
+            raise RuntimeError(f"{stage} step {step}: the processes' weights diverged ({prints}); please report this")
+    if run.main:
+        save_state(run.out / f"state-{stage}.safetensors", stage=stage, step=step, models=trainer.modules,
+                   optimizers=trainer.optimizers, ema=ema, data_state=reader.state_dict(), rng_states=snaps,
+                   config=to_dict(run.cfg), extra={"fingerprint": fingerprint})
+    acc.wait_for_everyone()
+
+
+def _fingerprint(modules: dict) -> dict:
+    """Per module, the float64 sum of |w| over all parameters: equal on every replica of a healthy run."""
+    with torch.no_grad():
+        return {n: float(sum(p.detach().double().abs().sum() for p in m.parameters())) for n, m in modules.items()}
+
+
+def _validate(run: _Run, stage: str, step: int, student, ema) -> None:
+    if run.main:
+        if ema is not None:
+            ema.swap(student)
+        try:
+            record = validation_samples(run.cfg, student, run.dataset, run.out / "validation", stage, step)
+        finally:
+            if ema is not None:
+                ema.swap(student)
+        run.log.write(record)
+        if run.progress is not None:
+            run.progress(stage, step, stage_iterations(run.cfg, stage), record)
+    run.accelerator.wait_for_everyone()
+
+
+def _save_student(run: _Run, student, ema, path: Path, done: dict, complete: bool) -> Path:
+    """Write the student (its EMA weights when the EMA is on) with provenance, on the main process."""
+    from ..checkpoint import atomic_save_safetensors, save_tmd
+    from ..model import TMDModel
+
+    cfg = run.cfg
+    provenance = {
+        **run.identity,
+        "stages": list(done),
+        "iterations": dict(done),
+        "complete": complete,
+        "run": cfg.name,
+        "data": {"folder": Path(cfg.data).name, "num_samples": len(run.dataset)},
+        "batch_size": cfg.batch_size,
+        "processes": run.accelerator.num_processes,
+        "ema_decay": cfg.ema_decay,
+        "schedule": to_dict(cfg.schedule),
+    }
+    if run.main:
+        if ema is not None:
+            ema.swap(student)
+        try:
+            if isinstance(student, TMDModel):
+                save_tmd(student, path, provenance=provenance)
+            else:  # DMD2-v baseline: a plain Wan transformer in diffusers keys, config in a sidecar
+                from ..loading import sidecar_config_path
+                from ..wan_build import transformer_config_dict
+
+                config = json.dumps(transformer_config_dict(student))
+                meta = {"format": "wan-dmd", "transformer_config": config,
+                        "provenance": json.dumps(provenance, default=str)}
+                atomic_save_safetensors(student.state_dict(), path, meta)
+                sidecar_config_path(path).write_text(config)
+        finally:
+            if ema is not None:
+                ema.swap(student)
+        run.log.write({"event": "saved", "path": str(path), **{k: provenance[k] for k in ("stages", "iterations")}})
+    run.accelerator.wait_for_everyone()
+    return path
+
+
+__all__ = ["Progress", "make_accelerator", "run_distill"]

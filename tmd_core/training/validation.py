@@ -1,0 +1,50 @@
+"""Validation samples during training: the student on fixed prompts and seeds (DESIGN.md "Training")."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+
+from ..checkpoint import atomic_save_safetensors
+from ..noise import cpu_generator, make_noise
+
+
+@torch.no_grad()
+def validation_samples(cfg, student, dataset, folder: Path, stage: str, step: int) -> dict:
+    """Sample the student for every seed in `cfg.validation_seeds`, seed k paired with data sample k's prompt.
+
+    The latents (normalised space) are written to `folder/<stage>-<step>.safetensors` with the
+    prompts and seeds in the metadata, so a host can decode them as previews.
+    Returns the log record (path, per-sample mean/std).
+    """
+    from ..model import TMDModel
+    from ..sampler import sample_dmd, sample_tmd
+    from ..schedule import TMDSchedule
+
+    s = cfg.schedule
+    schedule = TMDSchedule(outer_steps=s.outer_steps, inner_steps=s.inner_steps, outer_shift=s.outer_shift,
+                           inner_shift=s.inner_shift, t_max=s.t_max)
+    device = next(student.parameters()).device
+    was_training = student.training
+    student.eval()
+    latents, prompts = [], []
+    for k, seed in enumerate(cfg.validation_seeds):
+        _, context, prompt = dataset.sample(k % len(dataset))
+        noise = make_noise((1, *dataset.latent_shape), int(seed), device=device)
+        context = context[None].to(device)
+        if isinstance(student, TMDModel):
+            x0 = sample_tmd(student, noise, context, schedule, generator=cpu_generator(int(seed)))
+        else:
+            x0 = sample_dmd(student, noise, context, schedule)
+        latents.append(x0.cpu())
+        prompts.append(prompt)
+    student.train(was_training)
+    x = torch.cat(latents)
+    path = Path(folder) / f"{stage}-{step:06d}.safetensors"
+    meta = {"prompts": json.dumps(prompts, ensure_ascii=False), "seeds": json.dumps(list(cfg.validation_seeds)),
+            "stage": stage, "step": str(step)}
+    atomic_save_safetensors({"latents": x.contiguous()}, path, meta)
+    return {"event": "validation", "stage": stage, "step": step, "path": str(path),
+            "mean": x.flatten(1).mean(1).tolist(), "std": x.flatten(1).std(1).tolist()}
