@@ -5,6 +5,8 @@ names (`folder_paths`, `comfy.utils`, `comfy.model_management`, `comfy.model_pat
 `comfy.latent_formats`, `latent_preview`), and reset before every test. Fixtures:
   host   the stand-in modules + what they recorded (progress updates, model loads) + `interrupt()`
   pack   the repo root imported as the package `comfyui_tmd` (as ComfyUI imports a pack folder)
+  nodes  the pack's `nodes` package with the `tmd` model folder registered in this test's host
+         (the pack registers it once at import; `host` forgets it before every test)
 """
 
 from __future__ import annotations
@@ -58,3 +60,43 @@ def pack():
     if PACK_NAME in sys.modules:
         return sys.modules[PACK_NAME]
     return load_module(PACK_NAME, REPO / "__init__.py", package=True)
+
+
+@pytest.fixture
+def nodes(pack, host):
+    """`comfyui_tmd.nodes` as ComfyUI sees it after loading the pack: models/tmd registered."""
+    module = sys.modules[PACK_NAME + ".nodes"]
+    module.host.register_model_folder()
+    return module
+
+
+def _tiny_wan16(seed: int = 0):
+    from helpers_wan import make_tiny_teacher
+
+    return make_tiny_teacher(seed, in_channels=16, out_channels=16)
+
+
+@pytest.fixture
+def tiny_wan16():
+    """`tiny_wan16(seed)`: a 4-layer Wan teacher with Wan2.1's 16 latent channels (heads 2 x 16, text width 24)."""
+    return _tiny_wan16
+
+
+@pytest.fixture
+def tmd_file(host):
+    """models/tmd/student.safetensors: a tmd/1 student (H = 2 of L = 4) of `tiny_wan16()`."""
+    import tmd_core
+
+    path = host.models_dir / "tmd" / "student.safetensors"
+    tmd_core.save_tmd(tmd_core.TMDModel.from_teacher(_tiny_wan16(), head_blocks=2), path)
+    return path
+
+
+@pytest.fixture
+def teacher_file(host):
+    """models/diffusion_models/wan/teacher.safetensors: `tiny_wan16(1)` in ComfyUI's layout (+ config sidecar)."""
+    from helpers_wan import save_original_layout
+
+    path = host.models_dir / "diffusion_models" / "wan" / "teacher.safetensors"
+    save_original_layout(_tiny_wan16(1), path, prefix="model.diffusion_model.", sidecar=True)
+    return path

@@ -1,7 +1,7 @@
-"""`tmd demo`: the README's main job. Runs the TMD sampler end to end and says what it did.
+"""`tmd demo`: the README's main job on the embedded default, the toy world (`tmd toy demo`).
 
-Until the toy world's trained checkpoints ship (issue 4), this samples a small randomly
-initialised Wan-architecture model: the numbers show the sampler's cost, not video quality.
+`--random` (or a package without the toy checkpoints) instead samples a small randomly
+initialised Wan-architecture model: the numbers then show the sampler's cost, not video quality.
 """
 
 from __future__ import annotations
@@ -20,6 +20,8 @@ def register(sub) -> None:
     p.add_argument("--layers", type=int, default=12)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", action="store_true")
+    p.add_argument("--random", action="store_true", help="a random-weight model instead of the toy world")
+    p.add_argument("--out", default="out/toy_demo", help="toy demo: where to write videos and the plot")
     p.set_defaults(func=run)
 
 
@@ -34,6 +36,17 @@ def _random_wan(layers: int, seed: int):
 
 
 def run(args) -> int:
+    from ..toy.pipeline import ASSETS
+
+    if not args.random and (ASSETS / "toy_tmd.safetensors").exists():
+        from .toy import run_demo
+
+        args.prompt, args.no_plot = None, False
+        return run_demo(args)
+    return run_random(args)
+
+
+def run_random(args) -> int:
     from ..model import TMDModel
     from ..noise import make_noise
     from ..sampler import sample_teacher, sample_tmd

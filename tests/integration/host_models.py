@@ -1,0 +1,156 @@
+"""What the real host needs to run the bundled Wan workflows on CPU: tiny model files and a test-only node.
+
+- A tiny Wan2.1 t2v DiT that ComfyUI itself can detect (heads 128 wide, Wan's freq_dim 256, umt5 width
+  4096, 16 latent channels): saved as a TMD student (models/tmd) and as a plain teacher in ComfyUI's
+  layout (models/diffusion_models).
+- A Wan2.1 VAE. ComfyUI's VAELoader detects it by the key `decoder.middle.0.residual.0.gamma` (and the
+  absence of Wan2.2's `decoder.upsamples.0.upsamples.0.residual.2.weight`) and then builds a fixed
+  architecture, `WanVAE(dim=96, z_dim=16, dim_mult=[1, 2, 4, 4], ...)` (comfy/sd.py): the width does
+  not come from the file, so a narrow Wan VAE cannot be loaded (its tensors would not fit). The file
+  is therefore the real architecture with seeded random weights, decoder only (73 M of the 127 M
+  parameters, 147 MB in bf16): VAEDecode never runs the encoder, which ComfyUI reports as missing keys.
+  The key names and shapes are read from ComfyUI's own WanVAE in its venv.
+- `TMDTestConditioning`, in a custom-node pack of its own: umt5-xxl (5.7 B) cannot be replaced by a
+  small text encoder through CLIPLoader(type wan), so this node stands in for CLIPTextEncode and
+  emits a CONDITIONING `[[Tensor[1, tokens, 4096], {"pooled_output": None}]]`, zero-padded like umt5.
+"""
+
+from __future__ import annotations
+
+import inspect
+import subprocess
+import textwrap
+from pathlib import Path
+
+TMD_NAME = "wan21_tiny_tmd.safetensors"
+TEACHER_NAME = "wan21_tiny_teacher.safetensors"
+VAE_NAME = "wan21_vae_random_decoder_bf16.safetensors"
+TEST_PACK = "tmd_test_nodes"
+MODEL_FOLDERS = ("tmd", "diffusion_models", "vae", "text_encoders")
+
+
+def stand_in_conditioning(text: str, tokens: int = 512, width: int = 4096):
+    """Tensor[1, tokens, width]: one seeded N(0, 1) row per word of `text` (at least one), zeros after."""
+    import hashlib
+
+    import torch
+
+    seed = int.from_bytes(hashlib.sha256(text.encode("utf-8")).digest()[:8], "little")
+    g = torch.Generator().manual_seed(seed)
+    n = min(tokens, max(1, len(text.split())))
+    cond = torch.zeros(1, tokens, width)
+    cond[:, :n] = torch.randn(1, n, width, generator=g)
+    return cond
+
+
+NODE_SOURCE = '''
+"""Test-only nodes for the TMD pack's real-host tests (written by tests/integration/host_models.py)."""
+
+
+class TMDTestConditioning:
+    DESCRIPTION = "Test stand-in for CLIPTextEncode with umt5-xxl: a seeded CONDITIONING per text."
+    CATEGORY = "TMD/testing"
+    RETURN_TYPES = ("CONDITIONING",)
+    FUNCTION = "encode"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {
+            "text": ("STRING", {"multiline": True, "default": "", "tooltip": "Seeds the embedding."}),
+            "tokens": ("INT", {"default": 512, "min": 1, "max": 4096, "tooltip": "Sequence length."}),
+            "width": ("INT", {"default": 4096, "min": 1, "max": 8192, "tooltip": "umt5-xxl: 4096."}),
+        }}
+
+    def encode(self, text, tokens, width):
+        return ([[stand_in_conditioning(text, tokens, width), {"pooled_output": None}]],)
+
+
+NODE_CLASS_MAPPINGS = {"TMDTestConditioning": TMDTestConditioning}
+'''
+
+
+def write_test_pack(custom_nodes: Path) -> Path:
+    """custom_nodes/tmd_test_nodes/__init__.py providing TMDTestConditioning."""
+    pack = custom_nodes / TEST_PACK
+    pack.mkdir(parents=True, exist_ok=True)
+    (pack / "__init__.py").write_text(
+        inspect.getsource(stand_in_conditioning) + NODE_SOURCE, encoding="utf-8"
+    )
+    return pack
+
+
+def write_model_paths(root: Path) -> Path:
+    """root/models/<folder> for each model folder, and an extra_model_paths.yaml that puts them first."""
+    models = root / "models"
+    lines = ["tmd_tests:", f"    base_path: {models}", "    is_default: true"]
+    for folder in MODEL_FOLDERS:
+        (models / folder).mkdir(parents=True, exist_ok=True)
+        lines.append(f"    {folder}: {folder}")
+    yaml = root / "extra_model_paths.yaml"
+    yaml.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return yaml
+
+
+def tiny_wan(seed: int = 0):
+    """A 4-layer Wan2.1 t2v DiT ComfyUI can detect: 1 head x 128, freq_dim 256, text width 4096."""
+    from helpers_wan import make_tiny_teacher
+
+    return make_tiny_teacher(
+        seed, num_attention_heads=1, attention_head_dim=128, in_channels=16, out_channels=16,
+        text_dim=4096, freq_dim=256, ffn_dim=256, num_layers=4,
+    )  # fmt: skip
+
+
+def write_wan_models(models: Path) -> dict[str, Path]:
+    """models/tmd/TMD_NAME (a tmd/1 student, H = 2 of L = 4) and models/diffusion_models/TEACHER_NAME."""
+    from helpers_wan import save_original_layout
+
+    import tmd_core
+
+    teacher = tiny_wan()
+    tmd = tmd_core.save_tmd(tmd_core.TMDModel.from_teacher(teacher, head_blocks=2), models / "tmd" / TMD_NAME)
+    plain = save_original_layout(
+        teacher, models / "diffusion_models" / TEACHER_NAME, prefix="model.diffusion_model."
+    )
+    return {"tmd": tmd, "teacher": plain}
+
+
+WAN_VAE_WRITER = """
+import sys
+from comfy.options import enable_args_parsing
+enable_args_parsing(False)
+from comfy.cli_args import args
+args.cpu = True
+import torch
+from safetensors.torch import save_file
+import comfy.ldm.wan.vae
+
+with torch.device("meta"):  # the ddconfig comfy/sd.py uses for a Wan2.1 VAE
+    vae = comfy.ldm.wan.vae.WanVAE(dim=96, z_dim=16, dim_mult=[1, 2, 4, 4], num_res_blocks=2, attn_scales=[],
+                                   temperal_downsample=[False, True, True], dropout=0.0)
+g = torch.Generator().manual_seed(0)
+out = {}
+for name, t in vae.state_dict().items():
+    if not name.startswith(("decoder.", "conv2.")):
+        continue  # the encoder: VAEDecode does not use it
+    if name.endswith(".gamma"):
+        w = torch.ones(t.shape)  # RMS-norm scales
+    elif t.ndim == 1:
+        w = torch.zeros(t.shape)
+    else:
+        w = torch.randn(t.shape, generator=g) / t[0].numel() ** 0.5
+    out[name] = w.to(torch.bfloat16).contiguous()
+save_file(out, sys.argv[1])
+print(len(out))
+"""
+
+
+def write_wan_vae(path: Path, comfy_path: Path) -> Path:
+    """A Wan2.1 VAE file VAELoader detects (see the module docstring), written with ComfyUI's venv."""
+    py = comfy_path / ".venv" / "bin" / "python"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    p = subprocess.run([str(py), "-c", textwrap.dedent(WAN_VAE_WRITER), str(path)], cwd=comfy_path,
+                       capture_output=True, text=True, timeout=600)  # fmt: skip
+    if p.returncode != 0:
+        raise RuntimeError(f"could not write the Wan VAE:\n{p.stderr[-3000:]}")
+    return path

@@ -1,0 +1,80 @@
+"""Host-free checks of the bundled workflows (workflows/*.json, UI format; workflows/api/*.json, API format).
+
+Node definitions come from two places, in the shape of ComfyUI's `GET /object_info`:
+  native  object_info_native-0.3.64.json: the native nodes the workflows use, copied verbatim from a
+          stock ComfyUI 0.3.64's /object_info (shared/comfyui/object_info-0.3.64.json); add a node
+          there when a workflow starts using it
+  pack    this pack's nodes, described the way ComfyUI's server.node_info does (V1 nodes), loaded
+          with the host stand-ins of tests/nodes (so no ComfyUI is needed)
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+HERE = Path(__file__).parent
+REPO = HERE.parents[1]
+WORKFLOWS = REPO / "workflows"
+NATIVE = HERE / "object_info_native-0.3.64.json"
+PACK_NAME = "comfyui_tmd"
+
+sys.path.insert(0, str(REPO / "tests" / "nodes"))
+from comfy_fakes import MODULES, load_module  # noqa: E402 — installs the host stand-ins first
+
+sys.path.pop(0)
+
+
+def node_info(node_id: str, cls, display_name: str) -> dict:
+    """server.node_info of a V1 node (ComfyUI 0.3.64), JSON round-tripped like the HTTP answer."""
+    spec = cls.INPUT_TYPES()
+    info = {
+        "input": spec,
+        "input_order": {group: list(inputs) for group, inputs in spec.items()},
+        "output": cls.RETURN_TYPES,
+        "output_is_list": getattr(cls, "OUTPUT_IS_LIST", [False] * len(cls.RETURN_TYPES)),
+        "output_name": getattr(cls, "RETURN_NAMES", cls.RETURN_TYPES),
+        "name": node_id,
+        "display_name": display_name,
+        "description": getattr(cls, "DESCRIPTION", ""),
+        "category": getattr(cls, "CATEGORY", "sd"),
+        "output_node": getattr(cls, "OUTPUT_NODE", False) is True,
+    }
+    return json.loads(json.dumps(info))
+
+
+@pytest.fixture(scope="session")
+def pack_object_info(tmp_path_factory) -> dict:
+    """The pack's nodes as /object_info lists them on a host with empty model folders."""
+    MODULES["folder_paths"]._reset(tmp_path_factory.mktemp("comfyui"))
+    pack = sys.modules.get(PACK_NAME) or load_module(PACK_NAME, REPO / "__init__.py", package=True)
+    sys.modules[PACK_NAME + ".nodes"].host.register_model_folder()
+    return {
+        k: node_info(k, cls, pack.NODE_DISPLAY_NAME_MAPPINGS.get(k, k))
+        for k, cls in pack.NODE_CLASS_MAPPINGS.items()
+    }
+
+
+@pytest.fixture(scope="session")
+def native_object_info() -> dict:
+    return json.loads(NATIVE.read_text(encoding="utf-8"))
+
+
+@pytest.fixture(scope="session")
+def object_info(native_object_info, pack_object_info) -> dict:
+    assert not set(native_object_info) & set(pack_object_info), "a pack node id shadows a native node"
+    return {**native_object_info, **pack_object_info}
+
+
+@pytest.fixture(scope="session")
+def converter():
+    """scripts/workflow_to_api.py as a module (ui_to_api, input_specs, is_widget, WorkflowError)."""
+    path = REPO / "scripts" / "workflow_to_api.py"
+    spec = importlib.util.spec_from_file_location("workflow_to_api", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
