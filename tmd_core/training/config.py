@@ -101,6 +101,7 @@ def wan21_14b() -> TrainConfig:
     cfg.schedule.outer_steps, cfg.schedule.inner_steps = 1, 4
     cfg.stage1.lr = 1e-5
     cfg.stage2.iterations = 12000
+    cfg.stage2.disc_layers = (19, 29, 39)  # METHOD.md §5 for 14B (the L/2, 3L/4, L-1 rule gives 20, 30, 39)
     return cfg
 
 
