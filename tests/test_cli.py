@@ -1,0 +1,69 @@
+"""The `tmd` command line: info, generate, demo, and its error reporting."""
+
+import json
+
+import torch
+from helpers_wan import make_tiny_teacher, save_original_layout, tiny_inputs
+from safetensors.torch import load_file, save_file
+
+from tmd_core import TMDModel, TMDSchedule, make_noise, sample_teacher, sample_tmd, save_tmd
+from tmd_core.cli import main
+
+
+def test_info_prints_split_and_provenance(tmp_path, capsys):
+    student = TMDModel.from_teacher(make_tiny_teacher(seed=1), head_blocks=1, outer_steps=1, inner_steps=4)
+    path = save_tmd(student, tmp_path / "s.safetensors", provenance={"stages": "stage1+stage2"})
+    assert main(["info", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "tmd/1" in out and "flow head H = 1" in out and "outer_steps 1 x inner_steps 4" in out
+    assert "stages=stage1+stage2" in out
+    assert main(["info", str(path), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["head_blocks"] == 1
+
+
+def test_generate_with_a_tmd_checkpoint_equals_the_library(tmp_path, capsys):
+    teacher = make_tiny_teacher(seed=2)
+    student = TMDModel.from_teacher(teacher, head_blocks=2)
+    with torch.no_grad():
+        for p in student.fusion.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    ckpt = save_tmd(student, tmp_path / "s.safetensors")
+    _, ctx = tiny_inputs(teacher)
+    save_file({"context": ctx}, str(tmp_path / "ctx.safetensors"))
+    out = tmp_path / "lat.safetensors"
+    rc = main(["generate", str(ckpt), "--context", str(tmp_path / "ctx.safetensors"), "--latent-shape", "4,3,8,8",
+               "--seed", "3", "--outer-steps", "2", "--inner-steps", "3", "--out", str(out), "--json"])
+    assert rc == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["effective_nfe"] == round(student.effective_nfe(2, 3), 4)
+    expected = sample_tmd(student, make_noise((1, 4, 3, 8, 8), seed=3), ctx, TMDSchedule(2, 3))
+    assert torch.equal(load_file(str(out))["latents"], expected)
+
+
+def test_generate_with_a_comfyui_teacher_file(tmp_path, capsys):
+    teacher = make_tiny_teacher(seed=4)
+    path = save_original_layout(teacher, tmp_path / "wan.safetensors", prefix="model.diffusion_model.", sidecar=True)
+    _, ctx = tiny_inputs(teacher, seed=1)
+    _, neg = tiny_inputs(teacher, seed=2)
+    save_file({"context": ctx, "negative_context": neg}, str(tmp_path / "ctx.safetensors"))
+    out = tmp_path / "lat.safetensors"
+    assert main(["generate", str(path), "--context", str(tmp_path / "ctx.safetensors"), "--latent-shape", "4,3,8,8",
+                 "--teacher-steps", "3", "--guidance", "2.0", "--out", str(out)]) == 0
+    assert "teacher 3 steps, CFG 2" in capsys.readouterr().out
+    expected = sample_teacher(teacher, make_noise((1, 4, 3, 8, 8), seed=0), ctx, steps=3, guidance_scale=2.0,
+                              negative_context=neg)
+    assert (load_file(str(out))["latents"] - expected).abs().max() <= 1e-5
+
+
+def test_errors_are_reported_not_raised(tmp_path, capsys):
+    save_file({"ctx": torch.zeros(1, 2, 3)}, str(tmp_path / "ctx.safetensors"))
+    assert main(["generate", str(tmp_path / "nope.safetensors"), "--context", str(tmp_path / "ctx.safetensors")]) == 1
+    assert "no 'context' tensor" in capsys.readouterr().err
+    assert main(["info", str(tmp_path / "nope.safetensors")]) == 1
+    assert "no checkpoint at" in capsys.readouterr().err
+
+
+def test_random_demo_reports_effective_nfe(capsys):
+    assert main(["demo", "--random", "--layers", "4", "--head-blocks", "1", "--json"]) == 0
+    res = json.loads(capsys.readouterr().out)
+    assert res["effective_nfe"] == round(2 * (1 + 1 / 4), 3) and res["finite"]
