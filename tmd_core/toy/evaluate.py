@@ -41,7 +41,12 @@ def teacher_methods(teacher, cfg_steps=(50,), euler_steps=(1, 2, 3, 4)) -> list[
     return out
 
 
-def dmd_methods(student, steps=(1, 2, 3), shift: float = 10.0) -> list[Method]:
+def dmd_methods(student, steps=(1, 2, 3), shift: float | None = None) -> list[Method]:
+    """DMD2-v baseline rows; `shift` defaults to the toy preset's student grid (the grid it was trained on)."""
+    if shift is None:
+        from ..training.config import preset
+
+        shift = preset("toy").schedule.outer_shift
     return [Method(f"DMD2-v {k}-step", "DMD2-v", k,
                    lambda n, c, neg, k=k: sample_dmd(student, n, c, TMDSchedule(outer_steps=k, inner_steps=1, outer_shift=shift)))
             for k in steps]
