@@ -1,9 +1,11 @@
 """The ComfyUI nodes of the TMD pack: the only package that touches the host (DESIGN.md)."""
 
 from . import host
+from .distill import TMDDistill
 from .loader import TMDCheckpointInfo, TMDModelLoader
 from .sampler import TMDSampler
 from .schedule import TMDSchedule
+from .toy import TMDToyDecode, TMDToyEmptyLatent, TMDToyTextEncode
 
 host.register_model_folder()
 
@@ -12,10 +14,18 @@ NODE_CLASS_MAPPINGS = {
     "TMDSchedule": TMDSchedule,
     "TMDSampler": TMDSampler,
     "TMDCheckpointInfo": TMDCheckpointInfo,
+    "TMDDistill": TMDDistill,
+    "TMDToyTextEncode": TMDToyTextEncode,
+    "TMDToyEmptyLatent": TMDToyEmptyLatent,
+    "TMDToyDecode": TMDToyDecode,
 }
 NODE_DISPLAY_NAME_MAPPINGS = {
     "TMDModelLoader": "TMD Model Loader",
     "TMDSchedule": "TMD Schedule",
     "TMDSampler": "TMD Sampler",
     "TMDCheckpointInfo": "TMD Checkpoint Info",
+    "TMDDistill": "TMD Distill (train from teacher)",
+    "TMDToyTextEncode": "TMD Toy Text Encode",
+    "TMDToyEmptyLatent": "TMD Toy Empty Latent",
+    "TMDToyDecode": "TMD Toy Decode",
 }

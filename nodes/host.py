@@ -13,11 +13,16 @@ import folder_paths
 import torch
 
 from ..tmd_core.errors import InputError
+from ..tmd_core.loading import detect_checkpoint_kind
+from ..tmd_core.toy.pipeline import ASSETS as TOY_ASSETS
+from ..tmd_core.training.inprocess import loss_line
 
 log = logging.getLogger("tmd")
 
 TMD_FOLDER = "tmd"
 TEACHER_FOLDER = "diffusion_models"
+TOY_PREFIX = "toy/"  # the toy checkpoints shipped in tmd_core/toy/assets, listed as toy/<file>
+RUNS_FOLDER = "tmd_runs"  # TMDDistill's run folders (data, logs, resumable state), under ComfyUI's output folder
 
 
 def register_model_folder() -> None:
@@ -26,20 +31,58 @@ def register_model_folder() -> None:
 
 
 def checkpoint_choices() -> list[str]:
-    """TMD checkpoints first, then Wan teachers from diffusion_models (prefixed so names never clash)."""
+    """TMD checkpoints, then the shipped toy models (`toy/...`), then Wan teachers from diffusion_models
+    (prefixed so names never clash)."""
     tmd = folder_paths.get_filename_list(TMD_FOLDER)
+    toy = [n for n in toy_choices() if n not in tmd]
     teachers = [f"{TEACHER_FOLDER}/{n}" for n in folder_paths.get_filename_list(TEACHER_FOLDER)]
-    return [n for n in tmd + teachers if n.endswith(".safetensors")]
+    return [n for n in tmd + toy + teachers if n.endswith(".safetensors")]
+
+
+def toy_choices(kind: str | None = None) -> list[str]:
+    """`toy/<file>` for each toy checkpoint shipped in tmd_core/toy/assets; `kind="teacher"` keeps plain Wan files."""
+    names = sorted(p.name for p in TOY_ASSETS.glob("*.safetensors")) if TOY_ASSETS.is_dir() else []
+    if kind == "teacher":
+        names = [n for n in names if detect_checkpoint_kind(TOY_ASSETS / n) != "tmd"]
+    return [f"{TOY_PREFIX}{n}" for n in names]
+
+
+def teacher_choices() -> list[str]:
+    """Wan teachers for TMDDistill: diffusion_models files (as UNETLoader lists them), then toy teachers."""
+    teachers = [n for n in folder_paths.get_filename_list(TEACHER_FOLDER) if n.endswith(".safetensors")]
+    return teachers + [n for n in toy_choices("teacher") if n not in teachers]
+
+
+def _check_inside(name: str, folder: str) -> str:
+    if os.path.isabs(name) or ".." in name.replace("\\", "/").split("/"):
+        raise InputError(f"{name!r} points outside the {folder} model folder: pick a file listed in the menu")
+    return name
+
+
+def _toy_asset(rel: str) -> str | None:
+    """A shipped toy checkpoint for `toy/<file>` (files in the model folder of the same name win)."""
+    if not rel.startswith(TOY_PREFIX):
+        return None
+    path = TOY_ASSETS / rel[len(TOY_PREFIX) :]
+    return str(path) if path.is_file() else None
 
 
 def resolve_checkpoint(name: str) -> str:
     """Full path of a listed checkpoint; names that escape their model folder are refused."""
     folder, rel = (TEACHER_FOLDER, name[len(TEACHER_FOLDER) + 1 :]) if name.startswith(TEACHER_FOLDER + "/") else (TMD_FOLDER, name)
-    if os.path.isabs(rel) or ".." in rel.replace("\\", "/").split("/"):
-        raise InputError(f"{name!r} points outside the {folder} model folder: pick a file listed in the menu")
-    path = folder_paths.get_full_path(folder, rel)
+    _check_inside(rel, folder)
+    path = folder_paths.get_full_path(folder, rel) or (_toy_asset(rel) if folder == TMD_FOLDER else None)
     if path is None:
         raise InputError(f"{name!r} not found in the {folder} model folders {folder_paths.get_folder_paths(folder)}")
+    return path
+
+
+def resolve_teacher(name: str) -> str:
+    """Full path of a teacher listed by `teacher_choices`."""
+    path = folder_paths.get_full_path(TEACHER_FOLDER, _check_inside(name, TEACHER_FOLDER)) or _toy_asset(name)
+    if path is None:
+        raise InputError(f"teacher {name!r} not found in the {TEACHER_FOLDER} model folders "
+                         f"{folder_paths.get_folder_paths(TEACHER_FOLDER)}")
     return path
 
 
@@ -113,3 +156,123 @@ def sampling_callback(patcher, total: int, inner_steps: int):
 
 def output_device() -> torch.device:
     return comfy.model_management.intermediate_device()
+
+
+# ---------------------------------------------------------------- training (TMDDistill)
+
+
+def training_mode():
+    """Autograd on: ComfyUI runs nodes under torch.inference_mode, whose tensors cannot be trained or saved for backward."""
+    return torch.inference_mode(False)
+
+
+def teacher_from_model(model):
+    """The Wan transformer of a native MODEL (UNETLoader) as diffusers' model, on its own copy of the weights.
+
+    The weights are ComfyUI's unpatched ones (LoRAs applied on the MODEL are not part of the teacher),
+    cloned outside inference mode. Call inside `training_mode()`.
+    """
+    from ..tmd_core.loading import teacher_from_state_dict
+
+    if not hasattr(model, "model_state_dict"):
+        raise InputError("teacher must be a MODEL from a diffusion-model loader (UNETLoader with a Wan2.1 t2v file)")
+    if model.patches:
+        log.warning("TMD: the teacher MODEL carries %d weight patches (LoRAs); distilling its base weights", len(model.patches))
+    heads = getattr(getattr(model.model, "diffusion_model", None), "num_heads", None)  # ComfyUI's WanModel knows
+    sd = {k: v.clone() for k, v in model.model_state_dict(filter_prefix="diffusion_model.").items()}
+    return teacher_from_state_dict(sd, config={"num_attention_heads": heads} if heads else None,
+                                   source="the teacher MODEL")
+
+
+def encode_texts(clip, texts: list[str]) -> list[torch.Tensor]:
+    """One Tensor[L, D] per text, encoded as CLIPTextEncode does (Wan: umt5, zero-padded to 512 tokens)."""
+    return [context_from_conditioning(clip.encode_from_tokens_scheduled(clip.tokenize(t)))[0] for t in texts]
+
+
+def user_path(path: str, base: str) -> str:
+    """An absolute path, or one relative to ComfyUI's `base` folder ("input" or "output")."""
+    root = folder_paths.get_input_directory() if base == "input" else folder_paths.get_output_directory()
+    return os.path.join(root, os.path.expanduser(path.strip()))
+
+
+def run_folder(name: str) -> str:
+    return os.path.join(folder_paths.get_output_directory(), RUNS_FOLDER, name)
+
+
+def tmd_target(name: str) -> str:
+    """Where a distilled student goes: the first `tmd` model folder (models/tmd unless extra_model_paths.yaml says)."""
+    return os.path.join(folder_paths.get_folder_paths(TMD_FOLDER)[0], f"{name}.safetensors")
+
+
+def show_text(node_id: str | None, text: str) -> None:
+    """Live text on a running node in the frontend (what API nodes use); nothing without a server."""
+    import server
+
+    if node_id is not None and server.PromptServer.instance is not None:
+        server.PromptServer.instance.send_progress_text(text, node_id)
+
+
+class TrainingProgress:
+    """Training progress -> one progress bar over data + stages; the host's interrupt flag -> `should_stop`.
+
+    A ProgressBar update raises when the flag is set (ComfyUI's hook does); the bar is not updated then,
+    so the flag stays set until the loop has polled `should_stop` and saved a resumable state.
+    """
+
+    def __init__(self, totals: dict[str, int], node_id: str | None = None):
+        self.offsets, total = {}, 0
+        for phase, n in totals.items():
+            self.offsets[phase], total = total, total + n
+        self.bar = comfy.utils.ProgressBar(total)
+        self.node_id = node_id
+
+    def __call__(self, phase: str, done: int, total: int, logs: dict) -> None:
+        if comfy.model_management.processing_interrupted():
+            return
+        if phase == "data":
+            show_text(self.node_id, f"teacher samples {done}/{total}")
+        elif any("loss" in k for k in logs):
+            show_text(self.node_id, loss_line(logs, total))
+        try:
+            self.bar.update_absolute(self.offsets[phase] + done)
+        except comfy.model_management.InterruptProcessingException:
+            comfy.model_management.interrupt_current_processing(True)  # the hook consumed the flag: keep it
+
+    @staticmethod
+    def should_stop() -> bool:
+        return comfy.model_management.processing_interrupted()
+
+    @staticmethod
+    def raise_interrupted():
+        """After a stopped run: end the node as interrupted (clears the flag, as ComfyUI's own checks do)."""
+        comfy.model_management.throw_exception_if_processing_interrupted()
+        raise comfy.model_management.InterruptProcessingException()
+
+
+NO_TEACHER = "none"
+
+
+def teacher_for_training(model, name: str | None):
+    """(teacher module, file path or "") from a connected MODEL, else from `name`. Call inside `training_mode()`."""
+    from ..tmd_core.loading import load_teacher
+
+    if model is not None:
+        return teacher_from_model(model), ""
+    if not name or name == NO_TEACHER:
+        raise InputError("no teacher: connect a Wan2.1 MODEL (UNETLoader) to `teacher`, or pick a `teacher_name`")
+    path = resolve_teacher(name)
+    return load_teacher(path), path
+
+
+def training_device() -> str:
+    """"cpu" on a CPU host (--cpu), else "auto" (Accelerate picks the GPU)."""
+    return "cpu" if comfy.model_management.get_torch_device().type == "cpu" else "auto"
+
+
+def images_from_clips(clips: torch.Tensor, scale: int = 1) -> torch.Tensor:
+    """Clips Tensor[B, 3, F, H, W] in [-1, 1] -> IMAGE Tensor[B*F, H*scale, W*scale, 3] in [0, 1] (nearest upscale)."""
+    b, c, f, h, w = clips.shape
+    frames = clips.permute(0, 2, 1, 3, 4).reshape(b * f, c, h, w)
+    if scale > 1:
+        frames = torch.nn.functional.interpolate(frames, scale_factor=scale, mode="nearest")
+    return ((frames + 1) / 2).clamp(0, 1).permute(0, 2, 3, 1).contiguous().to(output_device())

@@ -154,3 +154,34 @@ def write_wan_vae(path: Path, comfy_path: Path) -> Path:
     if p.returncode != 0:
         raise RuntimeError(f"could not write the Wan VAE:\n{p.stderr[-3000:]}")
     return path
+
+
+TOY_TMD = "toy/toy_tmd.safetensors"  # the shipped toy student's name in TMDModelLoader (tmd_core/toy/assets)
+TOY_TEACHER_NAME = "toy_tiny_teacher.safetensors"
+
+
+def tiny_toy(seed: int = 0):
+    """A 2-layer Wan in the toy world's formats (48 latent channels, 32-wide toy text): fast on CPU."""
+    from helpers_wan import make_tiny_teacher
+
+    return make_tiny_teacher(seed, in_channels=48, out_channels=48, text_dim=32, num_layers=2)
+
+
+def write_toy_student(models: Path) -> Path:
+    """The toy student the toy workflow loads: the shipped asset when installed, else a random toy-shaped tmd/1
+    at models/tmd/toy/toy_tmd.safetensors (a file in the model folder wins over the asset of the same name)."""
+    import tmd_core
+    from tmd_core.toy.pipeline import ASSETS
+
+    shipped = ASSETS / Path(TOY_TMD).name
+    if shipped.is_file():
+        return shipped
+    student = tmd_core.TMDModel.from_teacher(tiny_toy(5), head_blocks=1, outer_shift=3.0)
+    return tmd_core.save_tmd(student, models / "tmd" / TOY_TMD)
+
+
+def write_toy_teacher(models: Path) -> Path:
+    """models/diffusion_models/TOY_TEACHER_NAME (diffusers layout + config sidecar, as the shipped toy teacher)."""
+    from helpers_wan import save_diffusers_single
+
+    return save_diffusers_single(tiny_toy(6), models / "diffusion_models" / TOY_TEACHER_NAME, sidecar=True)

@@ -11,6 +11,7 @@ import pytest
 
 FAKES = Path(__file__).resolve().parents[1] / "nodes"
 CHECKED = {  # module -> callables/classes whose signatures nodes rely on
+    "server": ["PromptServer.send_progress_text"],
     "folder_paths": ["add_model_folder_path", "get_folder_paths", "get_filename_list", "get_full_path",
                      "get_full_path_or_raise", "get_output_directory", "get_temp_directory", "get_input_directory",
                      "get_save_image_path", "map_legacy"],
@@ -19,7 +20,7 @@ CHECKED = {  # module -> callables/classes whose signatures nodes rely on
                                "load_model_gpu", "soft_empty_cache", "throw_exception_if_processing_interrupted",
                                "interrupt_current_processing", "processing_interrupted", "is_device_cpu"],
     "comfy.model_patcher": ["ModelPatcher", "ModelPatcher.clone", "ModelPatcher.model_size", "ModelPatcher.is_clone",
-                            "ModelPatcher.get_model_object"],
+                            "ModelPatcher.get_model_object", "ModelPatcher.model_state_dict"],
     "latent_preview": ["prepare_callback"],
 }  # fmt: skip
 
@@ -30,6 +31,7 @@ from comfy.options import enable_args_parsing
 enable_args_parsing(False)
 from comfy.cli_args import args
 args.cpu = True
+import utils.extra_config  # as main.py does before anything else: `utils` is ComfyUI's utils/ package
 checked = json.loads(sys.stdin.read())
 out = {}
 for mod, names in checked.items():

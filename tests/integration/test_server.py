@@ -2,7 +2,6 @@
 
 import json
 
-import pytest
 import requests
 from comfy_host import PACK_FOLDER, REPO
 
@@ -11,8 +10,14 @@ PACK_NODES = {  # node id -> (required inputs, optional inputs) the pack declare
     "TMDSchedule": ({"outer_steps", "inner_steps", "outer_shift", "inner_shift"}, {"sigmas"}),
     "TMDSampler": ({"model", "positive", "latent", "schedule", "seed"}, set()),
     "TMDCheckpointInfo": ({"ckpt_name"}, set()),
+    "TMDDistill": ({"prompts", "stages", "outer_steps", "inner_steps", "head_blocks", "stage1_iterations",
+                    "stage2_iterations", "lr_stage1", "lr_student", "batch_size", "frames", "width", "height",
+                    "samples_per_prompt", "teacher_steps", "guidance_scale", "teacher_shift", "output_name", "resume",
+                    "seed"}, {"teacher", "teacher_name", "clip", "prompt_file", "data_folder"}),
+    "TMDToyTextEncode": ({"text"}, set()),
+    "TMDToyEmptyLatent": ({"batch_size"}, set()),
+    "TMDToyDecode": ({"samples", "scale"}, set()),
 }
-COMING = {"TMDDistill": (set(), set())}  # written later (issue 5, distill part)
 
 
 def object_info(server) -> dict:
@@ -48,9 +53,14 @@ def test_object_info_lists_the_pack_nodes_with_their_inputs(comfyui):
     check_listed(object_info(comfyui), PACK_NODES)
 
 
-@pytest.mark.xfail(strict=True, reason="TMDDistill is not written yet (issue 5, distill part)")
-def test_object_info_lists_the_distill_node(comfyui):
-    check_listed(object_info(comfyui), COMING)
+def test_distill_and_toy_nodes_have_their_categories_and_the_distill_node_is_an_output(comfyui):
+    info = object_info(comfyui)
+    assert info["TMDDistill"]["category"] == "TMD/training" and info["TMDDistill"]["output_node"] is True
+    assert info["TMDDistill"]["output"] == ["TMD_MODEL", "STRING"]
+    assert info["TMDDistill"]["input"]["optional"]["teacher"][0] == "MODEL"
+    assert info["TMDDistill"]["input"]["optional"]["clip"][0] == "CLIP"
+    assert {info[n]["category"] for n in ("TMDToyTextEncode", "TMDToyEmptyLatent", "TMDToyDecode")} == {"TMD/toy"}
+    assert info["TMDToyDecode"]["output"] == ["IMAGE"] and info["TMDToyTextEncode"]["output"] == ["CONDITIONING"]
 
 
 def test_model_loader_lists_tmd_checkpoints_and_teachers_from_the_model_folders(comfyui, wan_models):

@@ -126,8 +126,14 @@ def test_interrupt_ends_a_long_sampling_run(comfyui, wan_models):
     [(value, total, t_interrupt)] = seen
     assert total == 50 * 32 and value < total
     assert ended - t_interrupt < 30  # a head step is milliseconds; the full run would take minutes
-    history = requests.get(comfyui.url + "/history", timeout=30).json()
-    [entry] = [e for e in history.values() if e["prompt"][2] == prompt]
+    deadline = time.monotonic() + 30  # the entry is stored just after `execution_interrupted` is sent: poll
+    while True:
+        history = requests.get(comfyui.url + "/history", timeout=30).json()
+        found = [e for e in history.values() if e["prompt"][2] == prompt]
+        if found or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    [entry] = found
     status = entry["status"]
     assert status["status_str"] == "error" and not status["completed"]
     interrupted = [d for kind, d in status["messages"] if kind == "execution_interrupted"]

@@ -27,7 +27,7 @@ def load_module(name: str, path: Path, package: bool = False):
 def _install_fakes() -> dict:
     real = [
         m
-        for m in ("comfy", "folder_paths", "latent_preview")
+        for m in ("comfy", "folder_paths", "latent_preview", "server")
         if m in sys.modules and not getattr(sys.modules[m], "__file__", "").startswith(str(FAKES))
     ]
     if real:
@@ -39,6 +39,7 @@ def _install_fakes() -> dict:
     for name in ("comfy.utils", "comfy.model_management", "comfy.model_patcher", "comfy.latent_formats"):
         mods[name] = importlib.import_module(name)  # found through the stand-in comfy package's __path__
     mods["latent_preview"] = load_module("latent_preview", FAKES / "latent_preview.py")
+    mods["server"] = load_module("server", FAKES / "server.py")
     return mods
 
 

@@ -2,11 +2,14 @@
 
 The stand-ins are put into sys.modules once, before any node module is imported, under their real
 names (`folder_paths`, `comfy.utils`, `comfy.model_management`, `comfy.model_patcher`,
-`comfy.latent_formats`, `latent_preview`), and reset before every test. Fixtures:
+`comfy.latent_formats`, `latent_preview`, `server`), and reset before every test. Fixtures:
   host   the stand-in modules + what they recorded (progress updates, model loads) + `interrupt()`
   pack   the repo root imported as the package `comfyui_tmd` (as ComfyUI imports a pack folder)
   nodes  the pack's `nodes` package with the `tmd` model folder registered in this test's host
-         (the pack registers it once at import; `host` forgets it before every test)
+         (the pack registers it once at import; `host` forgets it before every test), and its shipped
+         toy checkpoints (tmd_core/toy/assets) replaced by an empty per-test folder
+  toy_assets  that folder holding small random toy-world models: toy_teacher (diffusers file +
+         config sidecar) and toy_tmd (its tmd/1 student, H = 1 of L = 2), like the shipped ones
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ def host(tmp_path):
     fp._reset(tmp_path / "comfyui")
     utils._reset()
     mm._reset()
+    MODULES["server"]._reset()
     progress = []
 
     def hook(value, total, preview, node_id=None):  # what ComfyUI's main.py installs
@@ -43,6 +47,7 @@ def host(tmp_path):
         model_patcher=MODULES["comfy.model_patcher"],
         latent_formats=MODULES["comfy.latent_formats"],
         latent_preview=MODULES["latent_preview"],
+        server=MODULES["server"].PromptServer.instance,  # .progress_texts: (node id, text) shown on nodes
         progress=progress,
         interrupt=mm.interrupt_current_processing,  # what POST /interrupt does
         models_dir=Path(fp.models_dir),
@@ -63,11 +68,41 @@ def pack():
 
 
 @pytest.fixture
-def nodes(pack, host):
+def nodes(pack, host, monkeypatch):
     """`comfyui_tmd.nodes` as ComfyUI sees it after loading the pack: models/tmd registered."""
     module = sys.modules[PACK_NAME + ".nodes"]
     module.host.register_model_folder()
+    assets = host.models_dir.parent / "toy_assets"  # never the package's own (they may or may not be installed)
+    assets.mkdir(parents=True, exist_ok=True)
+    monkeypatch.setattr(module.host, "TOY_ASSETS", assets)
     return module
+
+
+def _tiny_toy(seed: int = 0):
+    from helpers_wan import make_tiny_teacher
+
+    return make_tiny_teacher(seed, in_channels=48, out_channels=48, text_dim=32, num_layers=2)
+
+
+@pytest.fixture
+def tiny_toy():
+    """`tiny_toy(seed)`: a 2-layer Wan teacher in the toy world's formats (48 latent channels, 32-wide text)."""
+    return _tiny_toy
+
+
+@pytest.fixture
+def toy_assets(nodes):
+    """The (per-test) toy asset folder with toy_teacher.safetensors and toy_tmd.safetensors (outer shift 3)."""
+    from helpers_wan import save_diffusers_single
+
+    import tmd_core
+
+    folder = nodes.host.TOY_ASSETS
+    teacher = _tiny_toy(3)
+    save_diffusers_single(teacher, folder / "toy_teacher.safetensors", sidecar=True)
+    student = tmd_core.TMDModel.from_teacher(teacher, head_blocks=1, outer_shift=3.0)
+    tmd_core.save_tmd(student, folder / "toy_tmd.safetensors")
+    return folder
 
 
 def _tiny_wan16(seed: int = 0):

@@ -2,7 +2,8 @@
 
 import pytest
 
-SHIPPED = {"TMDModelLoader", "TMDSchedule", "TMDSampler", "TMDCheckpointInfo"}  # ids are frozen once shipped
+SHIPPED = {"TMDModelLoader", "TMDSchedule", "TMDSampler", "TMDCheckpointInfo", "TMDDistill", "TMDToyTextEncode",
+           "TMDToyEmptyLatent", "TMDToyDecode"}  # ids are frozen once shipped
 WIDGET_TYPES = {"INT", "FLOAT", "STRING", "BOOLEAN"}
 
 

@@ -13,7 +13,8 @@ UI_FILES = sorted(WORKFLOWS.glob("*.json"))
 API_FILES = sorted((WORKFLOWS / "api").glob("*.json"))
 # combos that list the user's model files: any name is fine in a shipped workflow
 MODEL_FILE_INPUTS = {("CLIPLoader", "clip_name"), ("VAELoader", "vae_name"), ("UNETLoader", "unet_name"),
-                     ("TMDModelLoader", "ckpt_name"), ("TMDCheckpointInfo", "ckpt_name")}  # fmt: skip
+                     ("TMDModelLoader", "ckpt_name"), ("TMDCheckpointInfo", "ckpt_name"),
+                     ("TMDDistill", "teacher_name")}  # fmt: skip
 NODE_KEYS = {
     "id",
     "type",
@@ -44,7 +45,8 @@ def combo_choices(kind, opts):
 
 
 def test_the_bundled_workflows_are_there_with_api_twins():
-    assert {"wan21_t2v_1.3b_tmd.json", "wan21_t2v_1.3b_tmd_vs_teacher.json"} <= set(ids(UI_FILES))
+    assert {"wan21_t2v_1.3b_tmd.json", "wan21_t2v_1.3b_tmd_vs_teacher.json", "tmd_distill_wan21.json",
+            "toy_tmd.json"} <= set(ids(UI_FILES))
     assert ids(UI_FILES) == ids(API_FILES)
 
 
@@ -113,7 +115,7 @@ def test_api_workflow_inputs_exist_and_fit_their_declared_types_and_ranges(path,
             choices = combo_choices(t, opts)
             if choices is not None:
                 if (kind, name) in MODEL_FILE_INPUTS:
-                    assert isinstance(value, str) and value.endswith(".safetensors"), where
+                    assert value in choices or (isinstance(value, str) and value.endswith(".safetensors")), where
                 else:
                     assert value in choices, f"{where}: {value!r} not in {choices}"
             elif t == "INT":
@@ -188,6 +190,47 @@ def test_comparison_workflow_adds_the_50_step_cfg_teacher_on_the_same_prompt_lat
     )  # Wan2.1's own negative prompt
     prefixes = sorted(s["filename_prefix"] for s in by_type(api, "SaveVideo"))
     assert prefixes == ["video/wan21_t2v_teacher_50step", "video/wan21_t2v_tmd"]
+
+
+def test_toy_workflow_runs_on_the_shipped_toy_student_alone_with_its_trained_schedule():
+    from tmd_core.training.config import preset
+
+    api = read(WORKFLOWS / "api" / "toy_tmd.json")
+    types = sorted(n["class_type"] for n in api.values())
+    assert types == sorted(["TMDModelLoader", "TMDToyTextEncode", "TMDToyEmptyLatent", "TMDSchedule", "TMDSampler",
+                            "TMDToyDecode", "CreateVideo", "SaveVideo"])  # fmt: skip
+    assert by_type(api, "TMDModelLoader")[0]["ckpt_name"] == "toy/toy_tmd.safetensors"  # tmd_core/toy/assets
+    trained = preset("toy").schedule
+    [sched] = by_type(api, "TMDSchedule")
+    assert (sched["outer_steps"], sched["inner_steps"], sched["outer_shift"], sched["inner_shift"]) == (
+        trained.outer_steps, trained.inner_steps, trained.outer_shift, trained.inner_shift)  # fmt: skip
+    [sampler] = by_type(api, "TMDSampler")
+    assert [api[sampler[k][0]]["class_type"] for k in ("model", "positive", "latent", "schedule")] == [
+        "TMDModelLoader", "TMDToyTextEncode", "TMDToyEmptyLatent", "TMDSchedule"]  # fmt: skip
+    [decode] = by_type(api, "TMDToyDecode")
+    [video] = by_type(api, "CreateVideo")
+    [save] = by_type(api, "SaveVideo")
+    assert api[decode["samples"][0]]["class_type"] == "TMDSampler" and video["fps"] == 8
+    assert api[video["images"][0]]["class_type"] == "TMDToyDecode" and api[save["video"][0]]["class_type"] == "CreateVideo"
+    assert save["filename_prefix"] == "video/toy_tmd"
+
+
+def test_distill_workflow_trains_from_the_native_teacher_and_previews_the_student():
+    api = read(WORKFLOWS / "api" / "tmd_distill_wan21.json")
+    [d] = by_type(api, "TMDDistill")
+    assert api[d["teacher"][0]]["inputs"]["unet_name"] == "wan2.1_t2v_1.3B_fp16.safetensors"
+    clip = api[d["clip"][0]]["inputs"]
+    assert (clip["clip_name"], clip["type"]) == ("umt5_xxl_fp8_e4m3fn_scaled.safetensors", "wan")
+    paper = {"stages": "stage1+stage2", "outer_steps": 2, "inner_steps": 2, "head_blocks": 5, "stage1_iterations": 3000,
+             "stage2_iterations": 4000, "lr_stage1": 3e-5, "lr_student": 1e-5, "guidance_scale": 5.0, "frames": 81,
+             "width": 832, "height": 480, "resume": False, "teacher_name": "none", "data_folder": ""}  # fmt: skip
+    assert {k: d[k] for k in paper} == paper
+    assert len(d["prompts"].splitlines()) == 4
+    [sampler] = by_type(api, "TMDSampler")
+    assert api[sampler["model"][0]]["class_type"] == "TMDDistill" and sampler["model"][1] == 0
+    sched = api[sampler["schedule"][0]]["inputs"]
+    assert (sched["outer_steps"], sched["inner_steps"]) == (d["outer_steps"], d["inner_steps"])  # as trained
+    assert api[sampler["positive"][0]]["inputs"]["clip"] == d["clip"]  # the same text encoder
 
 
 # ---------------------------------------------------------------- the converter itself

@@ -1,4 +1,5 @@
-"""Stand-in for `comfy.model_patcher.ModelPatcher`: holds a module and its devices; clone() shares the module."""
+"""Stand-in for `comfy.model_patcher.ModelPatcher`: holds a module and its devices; clone() shares the module;
+model_state_dict() is the module's unpatched state dict (optionally only the keys under a prefix)."""
 
 import copy
 
@@ -39,3 +40,9 @@ class ModelPatcher:
         for part in name.split("."):
             obj = getattr(obj, part)
         return obj
+
+    def model_state_dict(self, filter_prefix=None):
+        sd = self.model.state_dict()
+        if filter_prefix is not None:
+            sd = {k: v for k, v in sd.items() if k.startswith(filter_prefix)}
+        return sd

@@ -1,0 +1,233 @@
+"""TMDDistill: teacher (file or native MODEL) + prompts (CLIP) or shards -> a tmd/1 student in models/tmd.
+
+Every call runs under torch.inference_mode(), as ComfyUI's executor runs nodes: training must switch it off.
+The teacher is the 4-block tiny Wan (16 latent channels, 24-wide text); videos are 1 frame of 32x32 pixels.
+"""
+
+import json
+from types import SimpleNamespace
+
+import pytest
+import torch
+from safetensors import safe_open
+
+import tmd_core
+from tmd_core.loading import teacher_sha256
+from tmd_core.training import ShardDataset
+from tmd_core.training.inprocess import make_config, preset_for_teacher
+from tmd_core.training.make_data import WAN_NEGATIVE_PROMPT, write_latents
+from tmd_core.training.models import state_dict_sha256
+
+TEXT_WIDTH = 24
+
+
+def stand_in_embedding(text: str) -> torch.Tensor:
+    """Tensor[1, 16, 24]: 5 seeded rows per text, zero padding after (like umt5's)."""
+    g = torch.Generator().manual_seed(sum(map(ord, text)))
+    c = torch.zeros(1, 16, TEXT_WIDTH)
+    c[:, :5] = torch.randn(1, 5, TEXT_WIDTH, generator=g)
+    return c
+
+
+class StandInClip:
+    """The two methods of a native CLIP that CLIPTextEncode (and TMDDistill) call."""
+
+    def __init__(self):
+        self.encoded = []
+
+    def tokenize(self, text):
+        return {"text": text}
+
+    def encode_from_tokens_scheduled(self, tokens):
+        self.encoded.append(tokens["text"])
+        return [[stand_in_embedding(tokens["text"]), {"pooled_output": None}]]
+
+
+SETTINGS = dict(prompts="a red circle\n\na blue square\n", stages="stage1+stage2", outer_steps=2, inner_steps=2,
+                head_blocks=1, stage1_iterations=2, stage2_iterations=2, lr_stage1=1e-4, lr_student=1e-4,
+                batch_size=2, frames=1, width=32, height=32, samples_per_prompt=1, teacher_steps=2,
+                guidance_scale=5.0, teacher_shift=8.0, output_name="tiny", resume=False, seed=0)  # fmt: skip
+
+
+def distill(nodes, **over):
+    kwargs = {**SETTINGS, "teacher_name": "wan/teacher.safetensors", "unique_id": "12", **over}
+    with torch.inference_mode():  # what ComfyUI's executor does around every node
+        return nodes.TMDDistill().distill(**kwargs)
+
+
+def interrupt_at(host, value):
+    """A progress hook like ComfyUI's that also does POST /interrupt once the bar reaches `value`."""
+    mm = host.model_management
+
+    def hook(v, total, preview, node_id=None):
+        mm.throw_exception_if_processing_interrupted()
+        host.progress.append((v, total, node_id))
+        if v == value:
+            host.interrupt()
+
+    host.utils.set_progress_bar_global_hook(hook)
+
+
+def test_distills_into_the_tmd_folder_with_provenance_progress_and_loss(nodes, host, teacher_file):
+    clip = StandInClip()
+    out = distill(nodes, clip=clip)
+    patcher, path = out["result"]
+    assert path == str(host.models_dir / "tmd" / "tiny.safetensors")
+    info = tmd_core.read_tmd_info(path)
+    prov = info["provenance"]
+    assert prov["stages"] == ["stage1", "stage2"] and prov["iterations"] == {"stage1": 2, "stage2": 2}
+    assert prov["complete"] is True and prov["teacher"] == "teacher.safetensors"
+    assert prov["teacher_sha256"] == teacher_sha256(teacher_file)
+    assert (info["head_blocks"], info["tmd_config"]["outer_steps"], info["tmd_config"]["inner_steps"]) == (1, 2, 2)
+    ref = tmd_core.load_tmd(path).state_dict()
+    got = patcher.model.state_dict()
+    assert isinstance(patcher, host.model_patcher.ModelPatcher) and all(torch.equal(got[k], ref[k]) for k in ref)
+    assert host.progress == [(k, 6, None) for k in range(1, 7)]  # 2 data samples + 2 + 2 iterations
+    [text] = out["ui"]["text"]
+    assert text.startswith("stage2 step 2 | ") and "loss" in text and text.endswith(f"saved {path}")
+    shown = [t for node, t in host.server.progress_texts if node == "12"]  # live on the node (hidden UNIQUE_ID)
+    assert shown[:2] == ["teacher samples 1/2", "teacher samples 2/2"]
+    assert shown[2].startswith("stage1 2/2 | loss ") and shown[3].startswith("stage2 2/2 | ")
+
+    # the teacher sampled the given prompts, with Wan's negative prompt as the CFG null condition
+    assert clip.encoded == ["a red circle", "a blue square", WAN_NEGATIVE_PROMPT]
+    run = host.output_dir / "tmd_runs" / "tiny"
+    data = ShardDataset(run / "data")
+    assert [data.sample(i)[2] for i in range(len(data))] == ["a red circle", "a blue square"]
+    assert data.latent_shape == (16, 1, 4, 4)
+    torch.testing.assert_close(data.negative_context[0], stand_in_embedding(WAN_NEGATIVE_PROMPT)[0, :5])
+    assert (run / "log.jsonl").is_file() and not list((host.models_dir / "tmd").glob(".*tmp"))
+
+
+def test_a_native_model_is_the_teacher_and_its_inference_tensors_are_not_trained_on(nodes, host, tiny_wan16, tmp_path):
+    """UNETLoader's MODEL: ComfyUI's module with `diffusion_model.` original keys, loaded under inference mode."""
+    from tmd_core.layouts import diffusers_to_original_state_dict
+
+    teacher = tiny_wan16(1)
+    with torch.inference_mode():
+        native = {k: v.clone() for k, v in diffusers_to_original_state_dict(teacher.state_dict(), "diffusion_model.").items()}
+
+    class BaseModel(torch.nn.Module):  # only what the node reads: the state dict, the WanModel's head count
+        diffusion_model = SimpleNamespace(num_heads=2)
+
+        def state_dict(self, *args, **kwargs):
+            return dict(native)
+
+    model = host.model_patcher.ModelPatcher(BaseModel(), torch.device("cpu"), torch.device("cpu"))
+    got = nodes.host.teacher_from_model(model).state_dict()
+    assert all(torch.equal(got[k], v) for k, v in teacher.state_dict().items())
+    g = torch.Generator().manual_seed(0)
+    write_latents(host.output_dir / "shards", torch.randn(4, 16, 1, 4, 4, generator=g),
+                  [torch.randn(3, TEXT_WIDTH, generator=g) for _ in range(4)], negative_context=torch.zeros(1, TEXT_WIDTH))  # fmt: skip
+    out = distill(nodes, teacher=model, teacher_name="none", data_folder="shards", prompts="", stages="stage2")
+    prov = tmd_core.read_tmd_info(out["result"][1])["provenance"]
+    assert prov["teacher"] == "(in-process)" and prov["stages"] == ["stage2"]
+    assert prov["teacher_sha256"] == state_dict_sha256(teacher)
+    assert prov["data"] == {"folder": "shards", "num_samples": 4}
+
+
+@pytest.mark.parametrize(("phase", "stop_at", "resumed_at"), [("data", 1, 1), ("stage1", 3, 4)])
+def test_interrupt_saves_a_resumable_state_and_resume_finishes_the_run(nodes, host, teacher_file, phase, stop_at,
+                                                                       resumed_at):
+    """Data: shards of 8 samples are what a stop keeps (here none); training: the state of the step it stopped at."""
+    clip = StandInClip()
+    interrupt_at(host, stop_at)
+    with pytest.raises(host.model_management.InterruptProcessingException):
+        distill(nodes, clip=clip)
+    assert not host.model_management.processing_interrupted()  # raised and cleared, as ComfyUI's own checks do
+    assert host.progress[-1] == (stop_at, 6, None)  # stopped after the step it was asked in
+    run = host.output_dir / "tmd_runs" / "tiny"
+    assert not (host.models_dir / "tmd" / "tiny.safetensors").exists()
+    if phase == "stage1":
+        with safe_open(str(run / "state-stage1.safetensors"), "pt") as f:
+            assert f.metadata()["step"] == "1"
+        assert (run / "tiny.partial.safetensors").is_file()
+    with pytest.raises(ValueError, match="already holds a run: resume it"):
+        distill(nodes, clip=clip)
+
+    host.progress.clear()
+    host.utils.set_progress_bar_global_hook(lambda v, t, p, node_id=None: host.progress.append((v, t, node_id)))
+    out = distill(nodes, clip=clip, resume=True)
+    assert tmd_core.read_tmd_info(out["result"][1])["provenance"]["iterations"] == {"stage1": 2, "stage2": 2}
+    assert host.progress[0][0] == resumed_at and host.progress[-1] == (6, 6, None)  # continued, not restarted
+    records = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
+    logged = [(r["stage"], r["step"]) for r in records if "event" not in r]
+    assert logged == [("stage1", 2), ("stage2", 2)]  # the preset logs every 10th and the last step, each once
+    assert not (run / "tiny.partial.safetensors").exists()
+
+
+def test_a_toy_teacher_needs_no_clip_and_makes_toy_latents(nodes, host, toy_assets):
+    assert "toy/toy_teacher.safetensors" in nodes.TMDDistill.INPUT_TYPES()["optional"]["teacher_name"][0]
+    assert "toy/toy_tmd.safetensors" not in nodes.TMDDistill.INPUT_TYPES()["optional"]["teacher_name"][0]
+    out = distill(nodes, teacher_name="toy/toy_teacher.safetensors", prompts="a red circle moving left fast",
+                  stages="stage1", stage1_iterations=1, frames=8, width=32, height=32, batch_size=1, output_name="toy")
+    data = ShardDataset(host.output_dir / "tmd_runs" / "toy" / "data")
+    assert data.latent_shape == (48, 8, 8, 8)
+    from tmd_core.toy.text import ToyTextEncoder
+
+    context = ToyTextEncoder().encode(["a red circle moving left fast"])[0]  # 6 words, then zero padding
+    torch.testing.assert_close(data.sample(0)[1], context[:6])
+    prov = tmd_core.read_tmd_info(out["result"][1])["provenance"]
+    assert prov["teacher"] == "toy_teacher.safetensors" and prov["stages"] == ["stage1"]
+
+
+@pytest.mark.parametrize(
+    ("over", "message"),
+    [
+        ({"teacher_name": "none"}, "no teacher: connect a Wan2.1 MODEL"),
+        ({"prompts": " \n"}, "no prompts: give at least one prompt"),
+        ({}, "no text encoder for the prompts: connect a CLIP"),  # a Wan teacher without a CLIP
+        ({"output_name": "../x"}, "output name '../x' must be a plain file name"),
+        ({"teacher_name": "../secret.safetensors"}, "points outside the diffusion_models model folder"),
+        ({"data_folder": "nowhere"}, "data folder .*nowhere' does not exist: make one with `tmd make-data"),
+        ({"width": 40, "clip": StandInClip()}, "width and height must be positive multiples of 16"),
+    ],
+)
+def test_unusable_inputs_are_refused_with_what_to_do(nodes, host, teacher_file, over, message):
+    with pytest.raises(ValueError, match=message):
+        distill(nodes, **over)
+    assert not (host.output_dir / "tmd_runs" / "tiny").exists()  # nothing half-made
+
+
+def test_an_existing_student_is_not_overwritten(nodes, host, teacher_file, tmd_file):
+    with pytest.raises(ValueError, match="student.safetensors exists: choose another output_name, or turn resume"):
+        distill(nodes, clip=StandInClip(), output_name="student")
+
+
+def test_a_model_that_is_not_wan_or_data_of_another_teacher_is_refused(nodes, host, teacher_file):
+    class SD15(torch.nn.Module):
+        def state_dict(self, *args, **kwargs):
+            return {"diffusion_model.input_blocks.0.0.weight": torch.zeros(4, 4)}
+
+    model = host.model_patcher.ModelPatcher(SD15(), torch.device("cpu"), torch.device("cpu"))
+    with pytest.raises(ValueError, match="the teacher MODEL"):
+        distill(nodes, teacher=model, clip=StandInClip())
+    write_latents(host.output_dir / "toy_shards", torch.zeros(2, 48, 8, 8, 8), [torch.ones(2, 32)] * 2)
+    with pytest.raises(ValueError, match="has 48-channel latents and 32-wide text embeddings, the teacher expects 16 and 24"):
+        distill(nodes, data_folder="toy_shards")
+
+
+def test_stage2_alone_starts_from_the_teacher_and_the_preset_follows_the_teacher(nodes, host, tiny_wan16, tiny_toy):
+    toy = tiny_toy()
+    assert preset_for_teacher(toy) == "toy"
+    assert preset_for_teacher(tiny_wan16()) == "wan21_1p3b"
+    cfg = make_config(tiny_wan16(), host.output_dir / "r", host.output_dir / "d",
+                                                  name="x", stages=("stage2",), overrides={"stage2": {"iterations": 3}})  # fmt: skip
+    assert cfg.stage2.init_from_teacher and cfg.stage2.iterations == 3 and cfg.name == "x"
+
+
+def test_an_interrupt_consumed_by_the_progress_hook_still_stops_training(nodes, host):
+    """/interrupt landing while the bar updates: ComfyUI's hook raises and clears the flag; the run must still stop."""
+    mm = host.model_management
+
+    def hook(v, total, preview, node_id=None):
+        host.interrupt()  # arrives during the update
+        mm.throw_exception_if_processing_interrupted()
+
+    host.utils.set_progress_bar_global_hook(hook)
+    bar = nodes.host.TrainingProgress({"data": 2, "stage1": 3})
+    bar("stage1", 1, 3, {})  # does not raise out of the training loop
+    assert bar.should_stop() and mm.processing_interrupted()
+    with pytest.raises(mm.InterruptProcessingException):
+        bar.raise_interrupted()
+    assert not mm.processing_interrupted()
