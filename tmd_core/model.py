@@ -56,6 +56,26 @@ def wan_timestep(t, batch: int, device) -> torch.Tensor:
     return (t * 1000.0).to(device=device, dtype=torch.float32)
 
 
+def embed_inputs(transformer, x_t: torch.Tensor, t, context: torch.Tensor):
+    """Rope, patches, text and time embeddings, exactly as WanTransformer3DModel.forward computes them.
+
+    Args:
+        x_t (Tensor[B, C, F, H, W]), t (float or Tensor[B] in [0, 1]), context (Tensor[B or 1, L, text_dim]).
+    Returns:
+        h (Tensor[B, T, D]) patch tokens, ctx (Tensor[B, L, D]) projected text,
+        tproj (Tensor[B, 6, D]) block modulation, rotary (cos, sin).
+    """
+    B = x_t.shape[0]
+    dtype = transformer.patch_embedding.weight.dtype
+    x_t = x_t.to(dtype)
+    if context.shape[0] != B:
+        context = context.expand(B, -1, -1)
+    rotary = transformer.rope(x_t)
+    h = transformer.patch_embedding(x_t).flatten(2).transpose(1, 2).contiguous()  # (B, T, D)
+    _, tproj, ctx, _ = transformer.condition_embedder(wan_timestep(t, B, x_t.device), context.to(dtype))
+    return h, ctx, tproj.unflatten(1, (6, -1)), rotary
+
+
 class TMDModel(nn.Module):
     """A Wan DiT split into backbone (blocks[:L-H]) and flow head (blocks[L-H:] + output layer)."""
 
@@ -126,16 +146,8 @@ class TMDModel(nn.Module):
         tr = self.transformer
         check_latent_and_context(tr.config, x_t, context)
         B = x_t.shape[0]
-        dtype = tr.patch_embedding.weight.dtype
-        x_t = x_t.to(dtype)
-        if context.shape[0] != B:
-            context = context.expand(B, -1, -1)
-        # 1. rope, patches, text and time embeddings, as in WanTransformer3DModel.forward
-        rotary = tr.rope(x_t)
-        h = tr.patch_embedding(x_t).flatten(2).transpose(1, 2).contiguous()  # (B, T, D)
-        temb, tproj, ctx, _ = tr.condition_embedder(wan_timestep(t, B, x_t.device), context.to(dtype))
-        tproj = tproj.unflatten(1, (6, -1))  # (B, 6, D)
-        # 2. the backbone blocks
+        h, ctx, tproj, rotary = embed_inputs(tr, x_t, t, context)
+        # the backbone blocks
         L, H = self.num_layers, self.head_blocks
         h = self._blocks(tr.blocks[: L - H], h, ctx, tproj, rotary)
         t_vec = torch.as_tensor(t, dtype=torch.float32).reshape(-1).expand(B)

@@ -94,22 +94,28 @@ def _trainable(module: torch.nn.Module, cfg) -> torch.nn.Module:
     return module
 
 
+def _fresh_student(cfg, teacher):
+    """An untrained TMD student on a copy of the teacher, carrying the run's schedule in its tmd_config."""
+    from ..model import TMDModel
+
+    s = cfg.schedule
+    return TMDModel.from_teacher(
+        copy.deepcopy(teacher), head_blocks=cfg.model.head_blocks, fusion=cfg.model.fusion,
+        outer_steps=s.outer_steps, inner_steps=s.inner_steps, outer_shift=s.outer_shift,
+        inner_shift=s.inner_shift, t_max=s.t_max,
+    )
+
+
 def build_stage1_student(cfg, teacher, device):
     """Stage 1 starts from `model.student_init` (a tmd/1 file) or splits a copy of the teacher."""
     from ..checkpoint import load_tmd, read_tmd_info
-    from ..model import TMDModel
 
     if cfg.model.student_init:
         info = read_tmd_info(cfg.model.student_init)
         check_same_architecture(transformer_config_dict(teacher), info["transformer_config"], cfg.model.student_init)
         student = load_tmd(cfg.model.student_init, device=device)
     else:
-        s = cfg.schedule
-        student = TMDModel.from_teacher(
-            copy.deepcopy(teacher), head_blocks=cfg.model.head_blocks, fusion=cfg.model.fusion,
-            outer_steps=s.outer_steps, inner_steps=s.inner_steps, outer_shift=s.outer_shift,
-            inner_shift=s.inner_shift, t_max=s.t_max,
-        )
+        student = _fresh_student(cfg, teacher)
     return _trainable(student.to(device), cfg)
 
 
@@ -119,7 +125,6 @@ def build_stage2_student(cfg, teacher, device, stage1_result: Path | None):
     A DMD2-v baseline student (`stage2.student_kind: dmd`) is a plain copy of the teacher.
     """
     from ..checkpoint import load_tmd, read_tmd_info
-    from ..model import TMDModel
 
     if cfg.stage2.student_kind == "dmd":
         return _trainable(copy.deepcopy(teacher).to(device), cfg)
@@ -132,13 +137,7 @@ def build_stage2_student(cfg, teacher, device, stage1_result: Path | None):
         raise ConfigError(
             "stage 2 needs a student: run stage 1 first, set model.student_init, or set stage2.init_from_teacher"
         )
-    s = cfg.schedule
-    student = TMDModel.from_teacher(
-        copy.deepcopy(teacher), head_blocks=cfg.model.head_blocks, fusion=cfg.model.fusion,
-        outer_steps=s.outer_steps, inner_steps=s.inner_steps, outer_shift=s.outer_shift,
-        inner_shift=s.inner_shift, t_max=s.t_max,
-    )
-    return _trainable(student.to(device), cfg)
+    return _trainable(_fresh_student(cfg, teacher).to(device), cfg)
 
 
 def build_fake_score(cfg, teacher, device) -> torch.nn.Module:

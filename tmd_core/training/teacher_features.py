@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from ..errors import ConfigError, InputError
-from ..model import wan_timestep
+from ..model import embed_inputs
 
 
 def default_disc_layers(num_layers: int) -> tuple[int, ...]:
@@ -53,15 +53,8 @@ def teacher_features(teacher, x_t: torch.Tensor, t, context: torch.Tensor, layer
     layers = check_layers(layers, len(teacher.blocks))
     B, _, F, H, W = x_t.shape
     p_t, p_h, p_w = teacher.config.patch_size
-    dtype = teacher.patch_embedding.weight.dtype
-    x_t = x_t.to(dtype)
-    if context.shape[0] != B:
-        context = context.expand(B, -1, -1)
     # 1. rope, patches, text and time embeddings, as in WanTransformer3DModel.forward
-    rotary = teacher.rope(x_t)
-    h = teacher.patch_embedding(x_t).flatten(2).transpose(1, 2).contiguous()  # (B, T, D)
-    _, tproj, ctx, _ = teacher.condition_embedder(wan_timestep(t, B, x_t.device), context.to(dtype))
-    tproj = tproj.unflatten(1, (6, -1))
+    h, ctx, tproj, rotary = embed_inputs(teacher, x_t, t, context)
     # 2. blocks up to the last requested one, keeping the requested outputs
     wanted, feats = set(layers), {}
     ckpt = torch.is_grad_enabled() and teacher.gradient_checkpointing
