@@ -26,14 +26,14 @@ ASSETS = Path(__file__).with_name("assets")
 
 @dataclasses.dataclass
 class ToyPlan:
-    """Sizes of one from-scratch run (defaults: about 1.5 h on two free CPU cores)."""
+    """Sizes of one from-scratch run (defaults: about 2 h on two free CPU cores)."""
 
-    teacher_iterations: int = 4000
-    data_seeds_per_prompt: int = 6  # 192 training prompts x 6 = 1152 teacher samples
+    teacher_iterations: int = 7000
+    data_seeds_per_prompt: int = 4  # 192 training prompts x 4 = 768 teacher samples
     data_steps: int = 25  # teacher Euler steps with CFG for the training set (50 NFE per sample)
-    stage1_iterations: int = 400
-    stage2_iterations: int = 400
-    dmd_iterations: int = 400
+    stage1_iterations: int = 500
+    stage2_iterations: int = 500
+    dmd_iterations: int = 500
 
 
 def _teacher(run: Path, plan: ToyPlan) -> Path:

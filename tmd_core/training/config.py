@@ -123,15 +123,15 @@ def toy() -> TrainConfig:
     batch 16, hundreds (not thousands) of iterations, and the outer grid shifted with γ = 3 (the
     toy teacher's own sampling shift at 128 tokens) instead of Wan's γ = 10.
     """
-    cfg = TrainConfig(name="toy_tmd", batch_size=16, device="cpu", ema_decay=0.99, log_every=10,
+    cfg = TrainConfig(name="toy_tmd", batch_size=16, device="cpu", ema_decay=0.95, log_every=10,
                       checkpoint_every=100, output_dir="runs/toy/tmd")
     cfg.model.head_blocks = 2
     cfg.schedule.outer_shift = 3.0
     cfg.stage1.iterations = 400
     cfg.stage1.lr = 3e-4
-    cfg.stage2.iterations = 400
-    cfg.stage2.lr_student = 5e-5
-    cfg.stage2.lr_fake = cfg.stage2.lr_disc = 1e-4
+    cfg.stage2.iterations = 400  # student every 5th: 80 generator updates
+    cfg.stage2.lr_student = 1e-4
+    cfg.stage2.lr_fake = cfg.stage2.lr_disc = 2e-4
     cfg.stage2.real_cfg = 4.0  # the toy teacher's CFG (tmd_core.toy.evaluate.TEACHER_CFG)
     return cfg
 
