@@ -1,0 +1,44 @@
+"""The shipped toy world: checkpoints load, generate deterministically, fit the size budget; the demo writes a video."""
+
+import imageio.v2 as imageio
+import torch
+
+from tmd_core import load_teacher, load_tmd, make_noise, read_tmd_info, sample_dmd, sample_tmd
+from tmd_core.schedule import TMDSchedule
+from tmd_core.toy.codec import decode_latents
+from tmd_core.toy.demo import run_demo
+from tmd_core.toy.evaluate import LATENT_SHAPE
+from tmd_core.toy.pipeline import ASSETS, asset
+from tmd_core.toy.text import ToyTextEncoder
+
+NAMES = ("toy_teacher", "toy_tmd", "toy_dmd2v")
+
+
+def test_shipped_checkpoints_exist_and_fit_the_budget():
+    sizes = {n: asset(n).stat().st_size for n in NAMES}
+    assert sum(sizes.values()) <= 20 * 2**20, sizes
+    info = read_tmd_info(asset("toy_tmd"))
+    assert info["provenance"]["stages"] and info["num_layers"] == 12
+
+
+def test_shipped_student_generates_deterministically():
+    student = load_tmd(asset("toy_tmd"), dtype=torch.float32)
+    ctx = ToyTextEncoder().encode(["a red circle moving left fast", "a blue square standing still"])
+    noise = torch.cat([make_noise((1, *LATENT_SHAPE), seed=s) for s in (0, 1)])
+    a = sample_tmd(student, noise, ctx, TMDSchedule(2, 2, outer_shift=student.tmd_config.outer_shift))
+    b = sample_tmd(student, noise.clone(), ctx, TMDSchedule(2, 2, outer_shift=student.tmd_config.outer_shift))
+    assert torch.equal(a, b) and torch.isfinite(a).all()
+    clips = decode_latents(a)
+    assert clips.shape == (2, 3, 8, 32, 32) and clips.min() >= -1 and clips.max() <= 1
+    dmd = load_teacher(asset("toy_dmd2v"), dtype=torch.float32)
+    x = sample_dmd(dmd, noise, ctx, TMDSchedule(2, 1, outer_shift=student.tmd_config.outer_shift))
+    assert torch.equal(x, sample_dmd(dmd, noise, ctx, TMDSchedule(2, 1, outer_shift=student.tmd_config.outer_shift)))
+
+
+def test_demo_writes_a_playable_video(tmp_path):
+    summary = run_demo(tmp_path, prompts=("a green triangle moving up fast",), plot=False)
+    mp4 = next(f for f in summary["files"] if f.endswith(".mp4"))
+    frames = imageio.mimread(mp4)
+    assert len(frames) == 8 and frames[0].ndim == 3
+    assert summary["tmd_effective_nfe"] < 3 and summary["speedup"] > 1
+    assert (ASSETS / "toy_teacher.config.json").exists()
