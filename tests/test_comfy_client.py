@@ -105,7 +105,7 @@ EXECUTION_ERROR = {
     "executed": ["1"],
     "exception_message": "index 3 is out of bounds for dimension 3 with size 3\n",
     "exception_type": "IndexError",
-    "traceback": ['  File "/work/comfyui/comfy_extras/nodes_mask.py", line 137, in image_to_mask\n'],
+    "traceback": ['  File "/opt/ComfyUI/comfy_extras/nodes_mask.py", line 137, in image_to_mask\n'],
     "current_inputs": {"channel": ["alpha"]},
     "current_outputs": ["1", "3", "4", "2"],
 }
