@@ -12,6 +12,7 @@ import signal
 import sys
 
 from ..errors import ConfigError
+from ..training.config import PRESETS
 
 
 def register(sub) -> None:
@@ -21,7 +22,7 @@ def register(sub) -> None:
         "(dotted keys, YAML values, e.g. --set stage1.lr=1e-5). Unknown keys are an error. Re-run the same "
         "command with --resume to continue a stopped or killed run exactly.",
     )
-    p.add_argument("--preset", default="wan21_1p3b", help="wan21_1p3b | wan21_14b | tiny")
+    p.add_argument("--preset", default="wan21_1p3b", help=" | ".join(PRESETS))
     p.add_argument("--config", help="YAML file overriding known fields of the preset")
     p.add_argument("--teacher", help="teacher checkpoint (sets model.teacher)")
     p.add_argument("--data", help="data folder from `tmd make-data` (sets data)")

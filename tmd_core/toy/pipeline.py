@@ -110,14 +110,16 @@ def train_all(run_dir="runs/toy", plan: ToyPlan | None = None, install: bool = F
 def install_assets(teacher: Path, tmd: Path, dmd: Path) -> None:
     """Copy the three checkpoints into tmd_core/toy/assets as bf16 (the shipped toy world, <= 20 MB)."""
     from safetensors import safe_open
-    from safetensors.torch import load_file, save_file
+    from safetensors.torch import load_file
+
+    from ..checkpoint import atomic_save_safetensors
 
     ASSETS.mkdir(exist_ok=True)
     for src, name in ((teacher, "toy_teacher"), (tmd, "toy_tmd"), (dmd, "toy_dmd2v")):
         with safe_open(str(src), "pt") as f:
             meta = f.metadata() or {}
         sd = {k: v.to(torch.bfloat16) if v.is_floating_point() else v for k, v in load_file(str(src)).items()}
-        save_file(sd, str(ASSETS / f"{name}.safetensors"), metadata=meta)
+        atomic_save_safetensors(sd, ASSETS / f"{name}.safetensors", meta)
         side = src.with_name(src.name.removesuffix(".safetensors") + ".config.json")
         if side.exists():
             shutil.copy(side, ASSETS / f"{name}.config.json")
