@@ -1,7 +1,8 @@
 """Toy-world nodes (DESIGN.md "Toy world"): its text encoder, empty latent and decoder, so a TMD workflow runs
 on nothing but the files the pack ships (toy/toy_tmd.safetensors in TMDModelLoader).
 
-The toy latent is 48 channels (4x4 space-to-depth of 8 frames of 32x32 pixels), already normalised:
+The toy latent is 192 channels x 2 latent frames (4-frame x 4x4 space-to-depth of 8 frames of 32x32 pixels, as Wan's
+VAE packs 4 frames), already normalised:
 TMDSampler passes it through without Wan's mean/std, and TMDToyDecode undoes the toy normalisation.
 """
 
@@ -42,7 +43,7 @@ class TMDToyEmptyLatent:
     CATEGORY = "TMD/toy"
     RETURN_TYPES = ("LATENT",)
     RETURN_NAMES = ("latent",)
-    OUTPUT_TOOLTIPS = ("Zeros Tensor[batch, 48, 8, 8, 8].",)
+    OUTPUT_TOOLTIPS = (f"Zeros Tensor[batch, {', '.join(map(str, LATENT_SHAPE))}].",)
     FUNCTION = "make"
 
     @classmethod

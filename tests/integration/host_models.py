@@ -161,10 +161,10 @@ TOY_TEACHER_NAME = "toy_tiny_teacher.safetensors"
 
 
 def tiny_toy(seed: int = 0):
-    """A 2-layer Wan in the toy world's formats (48 latent channels, 32-wide toy text): fast on CPU."""
+    """A 2-layer Wan in the toy world's formats (192 latent channels, 32-wide toy text): fast on CPU."""
     from helpers_wan import make_tiny_teacher
 
-    return make_tiny_teacher(seed, in_channels=48, out_channels=48, text_dim=32, num_layers=2)
+    return make_tiny_teacher(seed, in_channels=192, out_channels=192, text_dim=32, num_layers=2)
 
 
 def write_toy_student(models: Path) -> Path:

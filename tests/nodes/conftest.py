@@ -81,12 +81,12 @@ def nodes(pack, host, monkeypatch):
 def _tiny_toy(seed: int = 0):
     from helpers_wan import make_tiny_teacher
 
-    return make_tiny_teacher(seed, in_channels=48, out_channels=48, text_dim=32, num_layers=2)
+    return make_tiny_teacher(seed, in_channels=192, out_channels=192, text_dim=32, num_layers=2)
 
 
 @pytest.fixture
 def tiny_toy():
-    """`tiny_toy(seed)`: a 2-layer Wan teacher in the toy world's formats (48 latent channels, 32-wide text)."""
+    """`tiny_toy(seed)`: a 2-layer Wan teacher in the toy world's formats (192 latent channels, 32-wide text)."""
     return _tiny_toy
 
 

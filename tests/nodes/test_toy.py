@@ -45,7 +45,7 @@ def test_unknown_words_become_unk_with_a_warning_naming_the_vocabulary(nodes, ca
 
 def test_empty_latent_is_zeros_of_the_toy_shape(nodes):
     (latent,) = nodes.TMDToyEmptyLatent().make(batch_size=3)
-    assert latent["samples"].shape == (3, 48, 8, 8, 8) and latent["samples"].abs().sum() == 0
+    assert latent["samples"].shape == (3, 192, 2, 8, 8) and latent["samples"].abs().sum() == 0
 
 
 @pytest.mark.parametrize("scale", [1, 3])
@@ -58,7 +58,7 @@ def test_decode_gives_the_frames_of_the_clips_in_0_1_upscaled_nearest(nodes, sca
 
 
 def test_decode_refuses_a_wan_latent(nodes):
-    with pytest.raises(ValueError, match=r"decodes toy latents \[batch, 48, frames, h, w\], got \(1, 16, 2, 4, 4\): use VAEDecode"):
+    with pytest.raises(ValueError, match=r"decodes toy latents \[batch, 192, frames, h, w\], got \(1, 16, 2, 4, 4\): use VAEDecode"):
         nodes.TMDToyDecode().decode(samples={"samples": torch.zeros(1, 16, 2, 4, 4)}, scale=1)
 
 
@@ -83,13 +83,13 @@ def test_the_toy_teacher_splits_with_head_blocks(nodes, toy_assets):
 def test_toy_workflow_output_is_the_decoded_library_sample(nodes, host, toy_assets):
     """workflows/toy_tmd.json: loader -> text encode, empty latent, schedule -> sampler -> decode (-> CreateVideo)."""
     (model,) = nodes.TMDModelLoader().load(ckpt_name="toy/toy_tmd.safetensors", head_blocks=5, dtype="default")["result"]
-    (schedule,) = nodes.TMDSchedule().make(outer_steps=2, inner_steps=2, outer_shift=3.0, inner_shift=10.0)
+    (schedule,) = nodes.TMDSchedule().make(outer_steps=2, inner_steps=2, outer_shift=3.0, inner_shift=3.0)
     (latent,) = nodes.TMDToyEmptyLatent().make(batch_size=2)
     (out,) = nodes.TMDSampler().sample(model=model, positive=encode(nodes), latent=latent, schedule=schedule, seed=4)
     (img,) = nodes.TMDToyDecode().decode(samples=out, scale=2)
 
-    x0 = tmd_core.sample_tmd(tmd_core.load_tmd(toy_assets / "toy_tmd.safetensors"), tmd_core.make_noise((2, 48, 8, 8, 8), seed=4),
-                             ToyTextEncoder().encode([PROMPT]), tmd_core.TMDSchedule(outer_steps=2, inner_steps=2, outer_shift=3.0))  # fmt: skip
+    x0 = tmd_core.sample_tmd(tmd_core.load_tmd(toy_assets / "toy_tmd.safetensors"), tmd_core.make_noise((2, 192, 2, 8, 8), seed=4),
+                             ToyTextEncoder().encode([PROMPT]), tmd_core.TMDSchedule(outer_steps=2, inner_steps=2, outer_shift=3.0, inner_shift=3.0))  # fmt: skip
     torch.testing.assert_close(out["samples"], x0, rtol=0, atol=1e-6)  # normalised toy latent, no Wan stats
     torch.testing.assert_close(img, images(decode_latents(x0), 2), rtol=0, atol=1e-6)
     assert img.shape == (16, 64, 64, 3) and img.std() > 0.05  # a random model: not a flat frame

@@ -42,3 +42,13 @@ def test_demo_writes_a_playable_video(tmp_path):
     assert len(frames) == 8 and frames[0].ndim == 3
     assert summary["tmd_effective_nfe"] < 3 and summary["speedup"] > 1
     assert (ASSETS / "toy_teacher.config.json").exists()
+
+
+def test_the_shipped_teacher_uses_every_word_of_the_prompt():
+    """Swapping the colour, shape, direction or speed word costs the teacher loss where that word decides the
+    clip (README "Toy world": the first teacher, one latent frame per frame, ignored direction and speed)."""
+    from tmd_core.toy.probe import word_sensitivity
+
+    sens = word_sensitivity(load_teacher(asset("toy_teacher"), dtype=torch.float32), times=(0.9, 0.98), batch_size=32)
+    for word in ("colour", "shape", "direction", "speed"):
+        assert max(sens[word]) > 0.01, (word, sens)

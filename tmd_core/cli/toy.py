@@ -20,6 +20,7 @@ def register(sub) -> None:
     b.add_argument("--json", default="benchmarks/results/toybench.json", help="where to write the results")
     b.add_argument("--plot", default="benchmarks/results/toybench_quality_vs_nfe.png")
     b.add_argument("--quick", action="store_true", help="one seed per prompt instead of four")
+    b.add_argument("--run-dir", help="bench the checkpoints of a `tmd toy train` run folder instead of the shipped ones")
     b.set_defaults(func=run_bench)
     t = verbs.add_parser("train", help="retrain teacher, data, TMD student and DMD2-v baseline from scratch")
     t.add_argument("--run-dir", default="runs/toy")
@@ -49,18 +50,31 @@ def run_bench(args) -> int:
     from ..toy.bench import bench_real, benchmark_set, describe_benchmark, format_table, write_json
     from ..toy.evaluate import dmd_methods, run_bench, teacher_methods, tmd_methods
     from ..toy.pipeline import asset
+    from ..toy.probe import word_sensitivity
     from ..toy.video_io import plot_quality_vs_nfe
 
-    teacher = load_teacher(asset("toy_teacher"), dtype=torch.float32)
-    student = load_tmd(asset("toy_tmd"), dtype=torch.float32)
-    dmd = load_teacher(asset("toy_dmd2v"), dtype=torch.float32)
+    if args.run_dir:
+        from ..toy.pipeline import run_outputs
+
+        paths = run_outputs(args.run_dir)
+    else:
+        paths = {name: asset(name) for name in ("toy_teacher", "toy_tmd", "toy_dmd2v")}
+    teacher = load_teacher(paths["toy_teacher"], dtype=torch.float32)
+    student = load_tmd(paths["toy_tmd"], dtype=torch.float32)
+    dmd = load_teacher(paths["toy_dmd2v"], dtype=torch.float32)
     pairs = [p for p in benchmark_set() if p[1] == 0] if args.quick else benchmark_set()
     real = bench_real()
     real.pop("per_clip", None)
     rows = [{"name": "real data (renderer)", **real}]
     rows += run_bench(teacher_methods(teacher) + dmd_methods(dmd) + tmd_methods(student), pairs)
     print(format_table(rows))
-    write_json(args.json, rows, meta={**describe_benchmark(), "quick": args.quick}, per_clip=False)
+    sens = word_sensitivity(teacher)
+    print("teacher word use (loss increase when the word is swapped) at t = " + ", ".join(f"{t:g}" for t in sens["t"]))
+    for word in ("colour", "shape", "direction", "speed"):
+        print(f"  {word:10s} " + "  ".join(f"{v:+.3f}" for v in sens[word]))
+    meta = {**describe_benchmark(), "quick": args.quick, "checkpoints": args.run_dir or "shipped assets",
+            "teacher_word_sensitivity": sens}
+    write_json(args.json, rows, meta=meta, per_clip=False)
     plot_quality_vs_nfe(rows, args.plot, metric="overall", title="ToyBench")
     print(f"wrote {args.json} and {args.plot}")
     return 0

@@ -14,7 +14,7 @@ LATENT_STD = 0.35
 
 
 def encode_clips(clips: torch.Tensor) -> torch.Tensor:
-    """Tensor[B, 3, F, H, W] in [-1, 1] -> normalised latent Tensor[B, 48, F, H/4, W/4]."""
+    """Tensor[B, 3, F, H, W] in [-1, 1] -> normalised latent Tensor[B, 192, F/4, H/4, W/4]."""
     return (pixels_to_latent(clips) - LATENT_MEAN) / LATENT_STD
 
 

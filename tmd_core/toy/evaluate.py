@@ -14,12 +14,13 @@ from ..sampler import sample_dmd, sample_teacher, sample_tmd
 from ..schedule import TMDSchedule
 from .bench import benchmark_set, score_clips
 from .codec import decode_latents
+from .latent import DEFAULT_FORMAT
 from .text import ToyTextEncoder
 
 # The toy teacher's sampler settings (Wan's defaults are shift 8 at 480p; the toy's 128 tokens want less).
 TEACHER_SHIFT = 3.0
 TEACHER_CFG = 4.0
-LATENT_SHAPE = (48, 8, 8, 8)  # one 8-frame 32×32 clip (toy.latent default format)
+LATENT_SHAPE = DEFAULT_FORMAT.latent_shape()  # (192, 2, 8, 8): one 8-frame 32×32 clip
 
 
 @dataclass

@@ -1,11 +1,16 @@
 """The toy world's fixed "VAE": a lossless space-to-depth rearrangement of pixels (no weights).
 
-Wan's VAE maps 8×8 pixels to one 16-channel latent pixel and its DiT then patches 2×2 latent pixels
-into one token. Here a 4×4 space-to-depth maps a [3, 8, 32, 32] clip to a [48, 8, 8, 8] latent and
-the unchanged Wan patch (1, 2, 2) makes 8 × 4 × 4 = 128 tokens of 8×8 pixels each. 128 tokens is
-what a 12-block DiT of width 128 trains at on two CPU cores (about 1 s per batch of 8 forward +
-backward, measured); 512 tokens (2×2 space-to-depth) measured 6-8× slower. Values stay in [-1, 1]
-(background -1): the map is exactly invertible, so `latent_to_pixels(pixels_to_latent(x)) == x`.
+Wan's VAE compresses 4 frames × 8×8 pixels into one 16-channel latent pixel and its DiT then patches
+2×2 latent pixels into one token. Here a 4-frame × 4×4 space-to-depth maps a [3, 8, 32, 32] clip to a
+[192, 2, 8, 8] latent and the unchanged Wan patch (1, 2, 2) makes 2 × 4 × 4 = 32 tokens of 4 frames ×
+8×8 pixels each. Temporal compression, as in Wan, is what makes the toy's motion learnable: inside one
+token the object's displacement over 4 frames is a local pattern, like its shape. With one latent
+frame per frame (128 tokens) a teacher trained 5,800 steps used colour and shape but ignored the
+direction and speed words entirely (swapping "left" for "right" changed its loss by < 1e-3 at every
+noise level; direction accuracy at chance); with 4 frames per latent frame it reached 0.69 direction
+accuracy in 8 minutes, at a quarter of the cost per step (measured; README "Toy world").
+Values stay in [-1, 1] (background -1): the map is exactly invertible, so
+`latent_to_pixels(pixels_to_latent(x)) == x`.
 """
 
 from __future__ import annotations
@@ -26,11 +31,11 @@ class LatentFormat:
 
     Attributes:
         spatial: pixels per latent pixel along H and W (space-to-depth factor).
-        temporal: frames per latent frame (1 keeps every frame its own latent frame).
+        temporal: frames per latent frame (as Wan's VAE: 4).
     """
 
     spatial: int = 4
-    temporal: int = 1
+    temporal: int = 4
 
     @property
     def channels(self) -> int:
@@ -80,12 +85,12 @@ DEFAULT_FORMAT = LatentFormat()
 
 
 def pixels_to_latent(clips: torch.Tensor, fmt: LatentFormat = DEFAULT_FORMAT) -> torch.Tensor:
-    """Tensor[B, 3, F, H, W] in [-1, 1] -> toy latent Tensor[B, 48, F, H/4, W/4] (default format)."""
+    """Tensor[B, 3, F, H, W] in [-1, 1] -> toy latent Tensor[B, 192, F/4, H/4, W/4] (default format)."""
     return fmt.pixels_to_latent(clips)
 
 
 def latent_to_pixels(latents: torch.Tensor, fmt: LatentFormat = DEFAULT_FORMAT) -> torch.Tensor:
-    """Toy latent Tensor[B, 48, F, H/4, W/4] -> Tensor[B, 3, F, H, W] (not clamped)."""
+    """Toy latent Tensor[B, 192, F/4, H/4, W/4] -> Tensor[B, 3, F, H, W] (not clamped)."""
     return fmt.latent_to_pixels(latents)
 
 

@@ -26,14 +26,14 @@ ASSETS = Path(__file__).with_name("assets")
 
 @dataclasses.dataclass
 class ToyPlan:
-    """Sizes of one from-scratch run (defaults: about 2 h on two free CPU cores)."""
+    """Sizes of one from-scratch run (the shipped files; times in README "Toy world")."""
 
-    teacher_iterations: int = 7000
-    data_seeds_per_prompt: int = 4  # 192 training prompts x 4 = 768 teacher samples
+    teacher_iterations: int = 10000
+    data_seeds_per_prompt: int = 8  # 192 training prompts x 8 = 1536 teacher samples
     data_steps: int = 25  # teacher Euler steps with CFG for the training set (50 NFE per sample)
-    stage1_iterations: int = 500
-    stage2_iterations: int = 500
-    dmd_iterations: int = 500
+    stage1_iterations: int = 1500
+    stage2_iterations: int = 2000  # student every 5th: 400 generator updates
+    dmd_iterations: int = 2000  # the DMD2-v baseline: as many stage-2 iterations as TMD
 
 
 def _teacher(run: Path, plan: ToyPlan) -> Path:
@@ -123,6 +123,17 @@ def install_assets(teacher: Path, tmd: Path, dmd: Path) -> None:
         side = src.with_name(src.name.removesuffix(".safetensors") + ".config.json")
         if side.exists():
             shutil.copy(side, ASSETS / f"{name}.config.json")
+
+
+def run_outputs(run_dir) -> dict[str, Path]:
+    """The three checkpoints of a `train_all` run folder, by asset name; raises if one is missing."""
+    run = Path(run_dir)
+    paths = {"toy_teacher": run / "teacher.safetensors", "toy_tmd": run / "tmd" / "toy_tmd.safetensors",
+             "toy_dmd2v": run / "dmd2v" / "toy_dmd2v.safetensors"}
+    missing = [str(p) for p in paths.values() if not p.exists()]
+    if missing:
+        raise InputError(f"the run folder {run} is incomplete, missing: {', '.join(missing)}; run `tmd toy train --run-dir {run}`")
+    return paths
 
 
 def asset(name: str) -> Path:

@@ -120,16 +120,18 @@ def toy() -> TrainConfig:
     """The toy world (tmd_core.toy): 12-block teacher, H = 2 (H/L = 1/6 as the paper's 5/30), CPU minutes.
 
     Differences from the paper, for a 3M-parameter model on two CPU cores: larger learning rates,
-    batch 16, hundreds (not thousands) of iterations, and the outer grid shifted with γ = 3 (the
-    toy teacher's own sampling shift at 128 tokens) instead of Wan's γ = 10.
+    batch 16, 1.5k + 2k iterations (paper: 3k + 4k), and both grids shifted with γ = 3 (the toy
+    teacher's own sampling shift at 32 tokens) instead of Wan's γ = 10. With γ = 10 and two inner steps
+    the inner grid is {0.999, 0.909, 0}: the first step is nearly empty and the head has to jump from
+    0.909 to 0 in one step; γ = 3 gives {0.999, 0.75, 0}.
     """
     cfg = TrainConfig(name="toy_tmd", batch_size=16, device="cpu", ema_decay=0.95, log_every=10,
                       checkpoint_every=100, output_dir="runs/toy/tmd")
     cfg.model.head_blocks = 2
-    cfg.schedule.outer_shift = 3.0
-    cfg.stage1.iterations = 400
+    cfg.schedule.outer_shift = cfg.schedule.inner_shift = 3.0
+    cfg.stage1.iterations = 1500
     cfg.stage1.lr = 3e-4
-    cfg.stage2.iterations = 400  # student every 5th: 80 generator updates
+    cfg.stage2.iterations = 2000  # student every 5th: 400 generator updates
     cfg.stage2.lr_student = 1e-4
     cfg.stage2.lr_fake = cfg.stage2.lr_disc = 2e-4
     cfg.stage2.real_cfg = 4.0  # the toy teacher's CFG (tmd_core.toy.evaluate.TEACHER_CFG)

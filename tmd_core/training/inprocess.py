@@ -44,7 +44,7 @@ class DistillResult:
 
 
 def is_toy_teacher(teacher) -> bool:
-    """True for a model of the toy world (tmd_core.toy): 48 latent channels, 32-wide toy text embeddings."""
+    """True for a model of the toy world (tmd_core.toy): 192 latent channels, 32-wide toy text embeddings."""
     from ..toy.latent import DEFAULT_FORMAT
     from ..toy.text import TEXT_DIM
 
@@ -63,12 +63,14 @@ def latent_shape_for(teacher, frames: int, height: int, width: int) -> tuple[int
     """(C, F, H, W) of the latent of a `frames` x `height` x `width` video for this teacher's VAE.
 
     Wan2.1 (16 channels): ((frames - 1) // 4 + 1, height / 8, width / 8), like EmptyHunyuanLatentVideo;
-    the toy world (48 channels): its 4x4 space-to-depth, one latent frame per frame.
+    the toy world (192 channels): its 4-frame x 4x4 space-to-depth (frames / 4, height / 4, width / 4).
     """
+    from ..toy.latent import DEFAULT_FORMAT as fmt
+
     cfg = teacher.config
     if is_toy_teacher(teacher):
-        from ..toy.latent import DEFAULT_FORMAT as fmt
-
+        if frames % fmt.temporal:
+            raise InputError(f"toy videos have a multiple of {fmt.temporal} frames (one latent frame per {fmt.temporal}), got {frames}")
         shape = (fmt.channels, frames // fmt.temporal, height // fmt.spatial, width // fmt.spatial)
         cell = fmt.spatial
     elif cfg.in_channels == 16:
@@ -77,7 +79,7 @@ def latent_shape_for(teacher, frames: int, height: int, width: int) -> tuple[int
     else:
         raise InputError(
             f"the teacher has {cfg.in_channels} latent channels: data can be made for Wan2.1 (16) and the toy world "
-            "(48) only; give a data folder made with this teacher instead"
+            f"({fmt.channels}) only; give a data folder made with this teacher instead"
         )
     step = cell * cfg.patch_size[1]
     if height % step or width % step or min(shape[1:]) < 1:
