@@ -16,7 +16,7 @@ import torch
 from tmd_core.loading import load_teacher
 from tmd_core.toy.latent import LatentFormat
 from tmd_core.toy.pipeline import asset
-from tmd_core.toy.probe import word_sensitivity
+from tmd_core.toy.probe import format_sensitivity, word_sensitivity
 
 
 def main() -> None:
@@ -27,9 +27,7 @@ def main() -> None:
     args = ap.parse_args()
     teacher = load_teacher(args.teacher or asset("toy_teacher"), dtype=torch.float32)
     sens = word_sensitivity(teacher, fmt=LatentFormat(spatial=4, temporal=args.temporal))
-    print("t          " + "  ".join(f"{t:>6g}" for t in sens["t"]))
-    for word in ("colour", "shape", "direction", "speed"):
-        print(f"{word:10s} " + "  ".join(f"{v:+.3f}" for v in sens[word]))
+    print(format_sensitivity(sens))
     if args.out:
         with open(args.out, "w") as fh:
             json.dump({"teacher": args.teacher or "shipped", "temporal": args.temporal, **sens}, fh, indent=1)

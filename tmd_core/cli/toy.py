@@ -49,13 +49,11 @@ def run_bench(args) -> int:
     from ..loading import load_teacher
     from ..toy.bench import bench_real, benchmark_set, describe_benchmark, format_table, write_json
     from ..toy.evaluate import dmd_methods, run_bench, teacher_methods, tmd_methods
-    from ..toy.pipeline import asset
-    from ..toy.probe import word_sensitivity
+    from ..toy.pipeline import asset, run_outputs
+    from ..toy.probe import format_sensitivity, word_sensitivity
     from ..toy.video_io import plot_quality_vs_nfe
 
     if args.run_dir:
-        from ..toy.pipeline import run_outputs
-
         paths = run_outputs(args.run_dir)
     else:
         paths = {name: asset(name) for name in ("toy_teacher", "toy_tmd", "toy_dmd2v")}
@@ -69,9 +67,8 @@ def run_bench(args) -> int:
     rows += run_bench(teacher_methods(teacher) + dmd_methods(dmd) + tmd_methods(student), pairs)
     print(format_table(rows))
     sens = word_sensitivity(teacher)
-    print("teacher word use (loss increase when the word is swapped) at t = " + ", ".join(f"{t:g}" for t in sens["t"]))
-    for word in ("colour", "shape", "direction", "speed"):
-        print(f"  {word:10s} " + "  ".join(f"{v:+.3f}" for v in sens[word]))
+    print("teacher word use (relative loss increase when the word is swapped):")
+    print(format_sensitivity(sens, indent="  "))
     meta = {**describe_benchmark(), "quick": args.quick, "checkpoints": args.run_dir or "shipped assets",
             "teacher_word_sensitivity": sens}
     write_json(args.json, rows, meta=meta, per_clip=False)

@@ -17,7 +17,7 @@ from .codec import decode_latents
 from .latent import DEFAULT_FORMAT
 from .text import ToyTextEncoder
 
-# The toy teacher's sampler settings (Wan's defaults are shift 8 at 480p; the toy's 128 tokens want less).
+# The toy teacher's sampler settings (Wan's defaults are shift 8 at 480p; the toy's 32 tokens want less).
 TEACHER_SHIFT = 3.0
 TEACHER_CFG = 4.0
 LATENT_SHAPE = DEFAULT_FORMAT.latent_shape()  # (192, 2, 8, 8): one 8-frame 32×32 clip

@@ -8,7 +8,7 @@ token the object's displacement over 4 frames is a local pattern, like its shape
 frame per frame (128 tokens) a teacher trained 5,800 steps used colour and shape but ignored the
 direction and speed words entirely (swapping "left" for "right" changed its loss by < 1e-3 at every
 noise level; direction accuracy at chance); with 4 frames per latent frame it reached 0.69 direction
-accuracy in 8 minutes, at a quarter of the cost per step (measured; README "Toy world").
+accuracy in 8 minutes, at 1/3.5 of the cost per step (measured; README "Toy world").
 Values stay in [-1, 1] (background -1): the map is exactly invertible, so
 `latent_to_pixels(pixels_to_latent(x)) == x`.
 """

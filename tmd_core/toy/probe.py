@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 
 from ..model import wan_timestep
-from .codec import LATENT_MEAN, LATENT_STD
+from .codec import encode_clips
 from .latent import DEFAULT_FORMAT, LatentFormat
 from .text import ToyTextEncoder
 from .world import COLOURS, SHAPES, Prompt, training_batch
@@ -43,8 +43,7 @@ def word_sensitivity(model, times=(0.6, 0.9, 0.95, 0.98, 0.99), batch_size: int 
     """
     clips, prompts = training_batch(batch_size, seed=seed)
     keep = [i for i, p in enumerate(prompts) if p.direction != "still"]
-    x = (fmt.pixels_to_latent(clips[keep]) - LATENT_MEAN) / LATENT_STD  # as codec.encode_clips
-    prompts = [prompts[i] for i in keep]
+    x, prompts = encode_clips(clips[keep], fmt), [prompts[i] for i in keep]
     B = len(prompts)
     noise = torch.randn(x.shape, generator=torch.Generator().manual_seed(seed))
     enc = ToyTextEncoder()
@@ -63,3 +62,10 @@ def word_sensitivity(model, times=(0.6, 0.9, 0.95, 0.98, 0.99), batch_size: int 
         for w in SWAPS:
             out[w].append(round(losses[w] / losses["true"] - 1, 5))
     return out
+
+
+def format_sensitivity(sens: dict, indent: str = "") -> str:
+    """The result of `word_sensitivity` as a text table: one row per word, one column per t."""
+    lines = [indent + "t          " + "  ".join(f"{t:>6g}" for t in sens["t"])]
+    lines += [indent + f"{w:10s} " + "  ".join(f"{v:+6.3f}" for v in sens[w]) for w in SWAPS]
+    return "\n".join(lines)

@@ -58,8 +58,9 @@ def flow_matching_loss(model, x: torch.Tensor, context: torch.Tensor, generator:
 
     The shift (SD3's timestep shift, METHOD.md §1's shift_γ) moves training towards high noise. The
     toy's objects are few pixels of large normalised amplitude (≈ 5 against a background of ≈ -0.3),
-    so where each frame's object goes — colour, shape and the motion — is decided at t > 0.9, which
-    plain logit-normal(0, 1) draws 1.4 % of the time and shift_3 of it 14 %.
+    so the layout of a clip is decided at t > 0.9, which plain logit-normal(0, 1) draws 1.4 % of the
+    time and shift_3 of it 14 %. The shift alone did not make the first toy teacher (one latent frame
+    per frame) learn motion; 4-frame latent cells did (toy/latent.py).
     """
     B = x.shape[0]
     t = shift_time(torch.sigmoid(torch.randn(B, generator=generator)), t_shift)
