@@ -12,10 +12,13 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from .errors import CheckpointError
+from .errors import ConfigError
 from .model import TMDConfig, TMDModel
 from .wan_build import build_empty_wan, load_in_place, transformer_config_dict
 
 FORMAT = "tmd/1"
+# tmd/1 files without `inner_velocity` in their tmd_config were trained with u = y1 - head (pack 0.1).
+LEGACY_INNER_VELOCITY = "y1-head"
 PARTS = ("transformer", "fusion", "emb_gap")
 
 
@@ -111,6 +114,7 @@ def read_tmd_info(path) -> dict:
             counts[k.split(".", 1)[0]] = counts.get(k.split(".", 1)[0], 0) + n
             dtypes.add(sl.get_dtype())
     tmd_config = json.loads(metadata["tmd_config"])
+    tmd_config.setdefault("inner_velocity", LEGACY_INNER_VELOCITY)
     return {
         "path": str(path),
         "format": metadata["format"],
@@ -136,8 +140,12 @@ def load_tmd(path, dtype: torch.dtype | None = None, device="cpu") -> TMDModel:
     metadata, keys = _open_header(path)
     _check_format(path, metadata, keys)
     try:
-        tcfg = TMDConfig(**json.loads(metadata["tmd_config"]))
+        raw = json.loads(metadata["tmd_config"])
+        raw.setdefault("inner_velocity", LEGACY_INNER_VELOCITY)  # files written before it was recorded
+        tcfg = TMDConfig(**raw)
         tr_cfg = json.loads(metadata["transformer_config"])
+    except ConfigError as e:
+        raise CheckpointError(f"{Path(path).name}: {e}") from e
     except (KeyError, TypeError, ValueError) as e:
         raise CheckpointError(f"{Path(path).name}: broken tmd_config/transformer_config metadata ({e})") from e
     with torch.device("meta"):

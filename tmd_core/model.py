@@ -9,6 +9,7 @@ import torch.nn as nn
 
 from .errors import ConfigError
 from .fusion import GapTimeEmbedding, make_fusion
+from .transition import INNER_VELOCITY
 from .validation import check_latent_and_context
 
 
@@ -24,9 +25,16 @@ class TMDConfig:
     outer_shift: float = 10.0  # γ of the outer grid used in training
     inner_shift: float = 10.0  # γ of the inner grid used in training
     t_max: float = 0.999  # top of both grids
+    inner_velocity: str = INNER_VELOCITY  # Eq. 14 parameterisation the head was trained with
     extra: dict = field(default_factory=dict)  # free-form notes (kept round-trip)
 
     def __post_init__(self):
+        if self.inner_velocity != INNER_VELOCITY:
+            raise ConfigError(
+                f"this student was trained with the inner velocity u = {self.inner_velocity!r}; this version of "
+                f"the pack samples and trains u = {INNER_VELOCITY} (docs/method.md §2). The two read the same head "
+                "differently, so the weights cannot be converted: distill the student again (tmd distill)"
+            )
         if not 0 < self.head_blocks < self.num_layers:
             raise ConfigError(
                 f"head_blocks must be between 1 and {self.num_layers - 1} for a {self.num_layers}-block "
@@ -166,14 +174,14 @@ class TMDModel(nn.Module):
         return self.fusion(out.m, pe, temb_s)
 
     def head(self, out: BackboneOut, y_s: torch.Tensor, s, r) -> torch.Tensor:
-        """head_θ(fuse(m, y_s, s), s, r): the last H blocks + Wan's output layer (Eq. 14: u = y1 - head).
+        """head_θ(fuse(m, y_s, s), s, r): the last H blocks + Wan's output layer (Eq. 14: u = (y_s - head) / s).
 
         Args:
             out: the BackboneOut of this transition.
             y_s (Tensor[B, C, F, H, W]): inner state at inner time s.
             s, r: floats or Tensor[B], 0 <= r <= s <= 1.
         Returns:
-            Tensor[B, C, F, H, W] (float32): the head's prediction of y = x1 - x (at r = 0, s = 1).
+            Tensor[B, C, F, H, W] (float32): the head's prediction of y = x1 - x (E[y | y_s] at r = s).
         """
         tr = self.transformer
         B, _, F, Hh, W = out.latent_shape

@@ -10,10 +10,32 @@ import torch
 from .errors import InputError
 from .model import TMDModel, wan_timestep
 from .schedule import TMDSchedule, shifted_grid
+from .transition import inner_flow
 from .validation import check_latent_and_context
 
 # callback(step_index, inner_index, x0_estimate): outer/inner counted from 0 in the order they run.
 Callback = Callable[[int, int, torch.Tensor], None]
+
+
+def inner_noise_generators(noise: torch.Tensor) -> list[torch.Generator]:
+    """The one seeding rule for y1: sample b's inner noise comes from a CPU generator seeded by a hash of
+    sample b's own initial noise. A clip therefore depends only on its noise and prompt — not on the batch
+    it was sampled in — and TMDSampler, `tmd generate`, training previews and ToyBench agree for a seed."""
+    gens = []
+    for b in range(noise.shape[0]):
+        head = noise[b].detach().flatten()[:4096].float().cpu().numpy().tobytes()
+        digest = hashlib.sha256(head).digest()
+        gens.append(torch.Generator("cpu").manual_seed(int.from_bytes(digest[:8], "little") >> 1))
+    return gens
+
+
+def draw_inner_noise(shape, generators: list[torch.Generator] | torch.Generator, device) -> torch.Tensor:
+    """y1 ~ N(0, I) of one transition (Eq. 5): one draw per sample from its generator, or the whole batch
+    from a single generator. Returns Tensor[shape] float32 on `device`."""
+    if isinstance(generators, torch.Generator):
+        return torch.randn(tuple(shape), generator=generators, dtype=torch.float32).to(device)
+    y1 = [torch.randn(tuple(shape[1:]), generator=g, dtype=torch.float32) for g in generators]
+    return torch.stack(y1).to(device)
 
 
 @torch.no_grad()
@@ -34,30 +56,26 @@ def sample_tmd(
         context (Tensor[B or 1, L_text, text_dim]): text embeddings (no CFG: guidance is distilled in).
         schedule: outer/inner steps and grids.
         callback: called after every inner step with (outer index, inner index, x0 estimate).
-        generator: CPU generator for the fresh y1 of every transition (default: seeded from the noise).
+        generator: one CPU generator for the y1 of the whole batch (default: `inner_noise_generators`,
+            i.e. derived from each sample's noise; pass one to vary y1 with the outer noise fixed).
     Returns:
         Tensor[B, C, F, H, W] float32: x_0 in the normalised latent space.
     """
     check_latent_and_context(model.config, noise, context)
     t = schedule.outer_times().tolist()  # t_M .. t_0
     s = schedule.inner_times().tolist()  # s_N .. s_0
-    if generator is None:  # deterministic given the noise, so one seed -> one video
-        digest = hashlib.sha256(noise.detach().flatten()[:4096].float().cpu().numpy().tobytes()).digest()
-        generator = torch.Generator("cpu").manual_seed(int.from_bytes(digest[:8], "little") >> 1)
-    M, N = len(t) - 1, len(s) - 1
+    gens = generator if generator is not None else inner_noise_generators(noise)
     x = noise.float()
-    for i in range(M):
+    for i in range(len(t) - 1):
         t_i, t_prev = t[i], t[i + 1]
         out = model.backbone(x, t_i, context)  # m = B(x, t_i, c): once per transition
-        y1 = torch.randn(x.shape, generator=generator, dtype=torch.float32).to(x.device)  # fresh y1 (Eq. 5)
-        y = y1
-        for j in range(N):
-            s_j, s_prev = s[j], s[j + 1]
-            pred = model.head(out, y, s_j, s_prev)
-            u = y1 - pred  # Eq. 14: u = y1 - head
-            y = y - (s_j - s_prev) * u  # flow-map step, METHOD.md §2 sign decision
+        y1 = draw_inner_noise(x.shape, gens, x.device)  # fresh y1 for every transition (Eq. 5)
+
+        def on_step(j, pred, i=i, t_i=t_i, x=x):
             if callback is not None:
                 callback(i, j, x - t_i * pred)  # x0 estimate from the current head prediction
+
+        y = inner_flow(model, out, y1, s, on_step)
         x = x - (t_i - t_prev) * y  # Eq. 4
     return x
 

@@ -27,6 +27,7 @@ import torch
 
 from ..model import BackboneOut
 from ..schedule import shift_time, shifted_grid
+from ..transition import average_velocity
 
 S_MIN, S_MAX = 0.001, 0.999  # clip of the s sampler (METHOD.md §4)
 
@@ -114,7 +115,8 @@ def _fp32_state(out: BackboneOut, device_type: str):
 def finite_difference_du_ds(student, out: BackboneOut, y_s, v_g, s, r, delta: float) -> torch.Tensor:
     """du/ds along the trajectory (y_s + ε v_g, s + ε), r and m fixed, by finite differences (Eq. 10).
 
-    u = y1 - head with y1 constant along the trajectory, so du/ds = -d head/ds. Central difference
+    u = (y_s - head) / s is evaluated at both stencil points (its explicit dependence on y_s and s is
+    part of the derivative, not only the head's). Central difference
     with points s ± δ when both lie in [r, 1] (the domain of u(·, ·, r); error O(δ²)); otherwise the
     stencil is clamped to [max(s - δ, r), min(s + δ, 1)], i.e. one-sided (first order) at the
     boundary. Samples with r = s are skipped (zero): their correction (s - r) du/ds vanishes anyway.
@@ -142,7 +144,7 @@ def finite_difference_du_ds(student, out: BackboneOut, y_s, v_g, s, r, delta: fl
         return du_ds
     s_i, r_i = s[idx], r[idx]
     s_hi = torch.clamp(s_i + delta, max=1.0)
-    s_lo = torch.maximum(s_i - delta, r_i)
+    s_lo = torch.maximum(torch.maximum(s_i - delta, r_i), 0.5 * s_i)  # u divides by s: stay above 0
     y_i, v_i = y_s[idx.to(y_s.device)].to(work), v_g[idx.to(y_s.device)].to(work)
     y_hi = y_i + _per_sample(s_hi - s_i, y_i) * v_i
     y_lo = y_i + _per_sample(s_lo - s_i, y_i) * v_i
@@ -153,7 +155,9 @@ def finite_difference_du_ds(student, out: BackboneOut, y_s, v_g, s, r, delta: fl
             work
         )
     pred_hi, pred_lo = pred.chunk(2)
-    du_ds[idx.to(y_s.device)] = -(pred_hi - pred_lo) / _per_sample(s_hi - s_lo, pred_hi)  # u = y1 - head
+    u_hi = average_velocity(y_hi, pred_hi, s_hi)  # Eq. 14: u = (y_s - head) / s at both stencil points
+    u_lo = average_velocity(y_lo, pred_lo, s_lo)
+    du_ds[idx.to(y_s.device)] = (u_hi - u_lo) / _per_sample(s_hi - s_lo, u_hi)
     return du_ds
 
 
@@ -215,7 +219,7 @@ def tmmf_loss(student, batch: dict, schedule_cfg, stage1_cfg, generator: torch.G
     out = student.backbone(x_t, t_i, context)  # m = B(x_t, t_i, c), not detached
     y = x1 - x  # Eq. 3
     y_s = (1 - _per_sample(s, y)) * y + _per_sample(s, y) * y1  # Eq. 5
-    u = y1 - student.head(out, y_s, s, r)  # Eq. 14
+    u = average_velocity(y_s, student.head(out, y_s, s, r), s)  # Eq. 14: u = (y_s - head) / s
     v = y1 - y  # conditional inner velocity dy/ds
 
     with torch.no_grad():
@@ -225,7 +229,7 @@ def tmmf_loss(student, batch: dict, schedule_cfg, stage1_cfg, generator: torch.G
             # v_g = ω v + (1 - ω) sg[u(y_s, s, s; m_neg)], m_neg = backbone on the negative prompt
             k_cpu = keep.cpu()
             out_neg = student.backbone(x_t[keep], t_i[k_cpu], negative[keep])
-            u_neg = y1[keep] - student.head(out_neg, y_s[keep], s[k_cpu], s[k_cpu]).float()
+            u_neg = average_velocity(y_s[keep], student.head(out_neg, y_s[keep], s[k_cpu], s[k_cpu]).float(), s[k_cpu])
             v_g = v.clone()
             v_g[keep] = cfg.cfg_scale * v[keep] + (1.0 - cfg.cfg_scale) * u_neg
         m_sg = dataclasses.replace(out, m=out.m.detach(), context=out.context.detach())

@@ -17,6 +17,7 @@ from ..errors import ConfigError
 from ..model import TMDModel
 from ..sampler import teacher_velocity
 from ..schedule import shift_time, shifted_grid
+from ..transition import inner_flow
 from .stage1_tmmf import _per_sample, sample_outer_times
 from .teacher_features import teacher_features
 
@@ -45,7 +46,7 @@ def _noised(x: torch.Tensor, t: torch.Tensor, eps: torch.Tensor) -> torch.Tensor
 
 
 def rollout(student: TMDModel, x_t, t_i, context, schedule_cfg, generator: torch.Generator) -> torch.Tensor:
-    """ŷ = InnerFlow(m): N flow-map steps from a fresh y1, differentiable (same math as sample_tmd).
+    """ŷ = InnerFlow(m): N flow-map steps from a fresh y1, differentiable (the sampler's `inner_flow`).
 
     Gradients flow through every inner step, the fusion and the backbone.
 
@@ -61,14 +62,8 @@ def rollout(student: TMDModel, x_t, t_i, context, schedule_cfg, generator: torch
     """
     out = student.backbone(x_t, t_i, context)  # m = B(x_t, t_i, c), once per transition
     y1 = _noise_like(x_t, generator)  # fresh y1 (Eq. 5)
-    s = shifted_grid(
-        schedule_cfg.inner_steps, schedule_cfg.inner_shift, schedule_cfg.t_max
-    ).tolist()  # s_N .. s_0
-    y = y1
-    for j in range(len(s) - 1):
-        u = y1 - student.head(out, y, s[j], s[j + 1])  # Eq. 14
-        y = y - (s[j] - s[j + 1]) * u  # flow-map step, METHOD.md §2 sign decision
-    return y
+    s = shifted_grid(schedule_cfg.inner_steps, schedule_cfg.inner_shift, schedule_cfg.t_max).tolist()  # s_N .. s_0
+    return inner_flow(student, out, y1, s)
 
 
 def generator_sample(student, batch: dict, schedule_cfg, stage2_cfg, generator: torch.Generator):

@@ -8,7 +8,7 @@ from pathlib import Path
 import torch
 
 from ..checkpoint import atomic_save_safetensors
-from ..noise import cpu_generator, make_noise
+from ..noise import make_noise
 
 
 @torch.no_grad()
@@ -35,7 +35,7 @@ def validation_samples(cfg, student, dataset, folder: Path, stage: str, step: in
         noise = make_noise((1, *dataset.latent_shape), int(seed), device=device)
         context = context[None].to(device)
         if isinstance(student, TMDModel):
-            x0 = sample_tmd(student, noise, context, schedule, generator=cpu_generator(int(seed)))
+            x0 = sample_tmd(student, noise, context, schedule)  # y1 from the noise: as TMDSampler for this seed
         else:
             x0 = sample_dmd(student, noise, context, schedule)
         latents.append(x0.cpu())
