@@ -10,19 +10,42 @@ from tmd_core.toy.bench import (
     bench_real,
     benchmark_prompts,
     benchmark_set,
+    compare,
+    format_comparison,
     format_table,
     score_clips,
+    true_speed_px,
     write_json,
 )
 from tmd_core.toy.measure import measure_clips
-from tmd_core.toy.world import COLOURS, SHAPES, Prompt, is_held_out, render_batch
+from tmd_core.toy.world import (
+    COLOURS,
+    MOTIONS,
+    SHAPES,
+    Layout,
+    Prompt,
+    coverage,
+    is_held_out,
+    prompt_split,
+    render_batch,
+)
 
 
 @pytest.fixture(scope="module")
-def real():
+def full():
+    """All 192 real renders of the benchmark set and their scores (computed once)."""
     pairs = benchmark_set()
     prompts, seeds = [p for p, _ in pairs], [s for _, s in pairs]
-    return render_batch(prompts, seeds), prompts, seeds
+    return render_batch(prompts, seeds), prompts, seeds, bench_real()
+
+
+@pytest.fixture(scope="module")
+def real(full):
+    """A 48-clip slice (every 4th benchmark prompt × 4 seeds: every colour, shape and held-out status) for
+    the tests that score many variants: fast."""
+    clips, prompts, seeds, _ = full
+    keep = [i for i in range(len(prompts)) if (i // 4) % 4 == 0]
+    return clips[keep], [prompts[i] for i in keep], [seeds[i] for i in keep]
 
 
 def paint(colour, shape, x0, y0, vx, vy, side=10, frames=8, size=32):
@@ -51,21 +74,35 @@ def blur(clips, sigma):
 
 def test_benchmark_set_is_fixed_and_balanced():
     pairs = benchmark_set()
-    assert len(pairs) == 96 and pairs == benchmark_set()
+    assert len(pairs) == 192 and pairs == benchmark_set()
     prompts = benchmark_prompts()
-    assert len(set(prompts)) == 24 and sum(map(is_held_out, prompts)) == 12
-    assert {p.colour for p in prompts} == set(COLOURS) and {p.shape for p in prompts} == set(SHAPES)
-    assert {p.direction for p in prompts} == {"left", "right", "up", "down", "still"}
+    assert len(set(prompts)) == 48
+    assert set(p for p in prompts if is_held_out(p)) == set(prompt_split("test"))  # every held-out prompt
+    assert sum(map(is_held_out, prompts)) == 24
+    assert all(sum(p.colour == c for p in prompts) == 8 for c in COLOURS)
+    assert all(sum(p.shape == s for p in prompts) == 12 for s in SHAPES)
+    motions = [(p.direction, p.speed) for p in prompts]
+    assert all(5 <= motions.count(m) <= 6 for m in MOTIONS)
+    assert [s for _, s in pairs[:4]] == [0, 1, 2, 3] and [s for _, s in pairs if s == 0] == [0] * 48
 
 
-def test_real_clips_score_full_adherence_and_high_quality(real):
-    res = bench_real()
-    assert res["clips"] == 96
-    for key in ("colour", "shape", "direction", "speed", "adherence", "all_correct", "adherence_held_out", "diversity"):
+def test_real_clips_score_full_adherence_and_diversity_and_the_intervals_collapse(full, real):
+    res = full[3]
+    assert res["clips"] == 192 and res["prompts"] == 48
+    for key in ("colour", "shape", "direction", "speed", "adherence", "all_correct", "adherence_held_out",
+                "adherence_trained", "diversity"):
         assert res[key] == 1.0, key
-    assert res["background"] == 1.0
+    assert res["adherence_ci"] == [1.0, 1.0] and res["diversity_ci"] == [1.0, 1.0]
+    assert res["diversity_prompts"] == 48
+    assert res["background"] == 1.0 and res["background_std"] == 0.0
     assert res["sharpness"] > 0.9 and res["temporal"] > 0.95 and res["overall"] > 0.98
-    assert score_clips(*real)["adherence"] == 1.0
+    lo, hi = res["quality_ci"]
+    assert lo <= res["quality"] <= hi and hi - lo < 0.02
+    lo, hi = res["overall_ci"]
+    assert lo <= res["overall"] <= hi and hi - lo < 0.01
+    # another subset of real renders, measured in another batch: still exactly 1
+    part = score_clips(*real)
+    assert part["adherence"] == 1.0 and part["diversity"] == 1.0 and part["diversity_prompts"] == 12
 
 
 def test_hand_painted_clips_are_read_correctly():
@@ -115,8 +152,9 @@ def test_noise_lowers_clean_background_but_keeps_adherence(real):
     res = score_clips(noisy, prompts, seeds)
     assert res["background"] < 0.6
     assert res["adherence"] == 1.0
+    assert 0.01 < res["background_std"] < 0.05  # std 0.05 in 0-1 units, half of it clipped at black
     heavier = score_clips(clips + 0.3 * torch.randn(clips.shape, generator=torch.Generator().manual_seed(1)), prompts, seeds)
-    assert heavier["background"] < res["background"]
+    assert heavier["background"] < res["background"] and heavier["background_std"] > res["background_std"]
 
 
 def test_a_frozen_repeated_frame_reads_as_still(real):
@@ -128,12 +166,79 @@ def test_a_frozen_repeated_frame_reads_as_still(real):
     assert res["direction"] == pytest.approx(n_still / len(prompts)) and res["speed"] == 0.0
 
 
-def test_diversity_is_higher_for_varied_seeds_than_for_identical_clips(real):
+def test_diversity_is_zero_for_identical_clips_and_unmeasurable_with_one_clip_per_prompt(real):
     clips, prompts, seeds = real
     same = clips[::4].repeat_interleave(4, dim=0)  # every seed gives seed 0's clip
-    assert score_clips(same, prompts, seeds)["diversity"] == pytest.approx(0.0, abs=1e-6)
-    assert score_clips(clips, prompts, seeds)["diversity"] == 1.0
+    res = score_clips(same, prompts, seeds)
+    assert res["diversity"] == 0.0 and res["diversity_ci"] == [0.0, 0.0] and res["adherence"] == 1.0
+    assert res["overall"] == pytest.approx((res["adherence"] + res["quality"]) / 3)
     assert score_clips(clips[::4], prompts[::4])["diversity"] is None  # one clip per prompt: not measurable
+
+
+def test_diversity_counts_only_clips_that_follow_the_prompt(real):
+    clips, prompts, seeds = real
+    # the clips of seeds 2 and 3 show another colour, wherever they are: they must not add spread
+    wrong = [dataclasses.replace(p, colour=list(COLOURS)[(list(COLOURS).index(p.colour) + 1) % 6]) for p in prompts]
+    mixed = torch.stack([c if s < 2 else render_batch([w], [s + 10])[0] for c, w, s in zip(clips, wrong, seeds)])
+    res = score_clips(mixed, prompts, seeds)
+    first_two = [i for i, s in enumerate(seeds) if s < 2]
+    only_good = score_clips(clips[first_two], [prompts[i] for i in first_two], [seeds[i] for i in first_two])
+    assert res["diversity"] == only_good["diversity"] == 1.0 and res["diversity_prompts"] == 12
+    assert res["all_correct"] == 0.5
+    # every clip fails (a spread-out render of another prompt): diversity 0, no prompt counted
+    failed = score_clips(render_batch(wrong, [s + 10 for s in seeds]), prompts, seeds)
+    assert failed["diversity"] == 0.0 and failed["diversity_prompts"] == 0 and failed["colour"] == 0.0
+
+
+def test_diversity_is_not_capped_but_overall_caps_it(real):
+    clips, prompts, seeds = real
+    # the renders of seeds 0-3, standing for seeds 0, 5, 10, 15 (whose real renders are less spread out)
+    res = score_clips(clips, prompts, [s * 5 for s in seeds])
+    assert res["adherence"] == 1.0 and res["diversity"] > 1.4 and res["diversity_ci"][0] > 1.3
+    assert res["overall"] == pytest.approx((res["adherence"] + res["quality"] + 1.0) / 3)
+
+
+def test_paired_bootstrap_separates_a_better_method_and_not_identical_ones(real):
+    clips, prompts, seeds = real
+    good = score_clips(clips, prompts, seeds)
+    worse_clips = clips.clone()
+    for i, p in enumerate(prompts):
+        if i % 8 < 4 and p.direction != "still":  # half the prompts frozen: direction and speed wrong
+            worse_clips[i] = clips[i, :, :1].expand_as(clips[i])
+    worse = score_clips(worse_clips, prompts, seeds)
+    d = compare(good, worse, "adherence")
+    assert d.mean > 0.1 and d.excludes_zero and d.n == 12
+    assert d.mean == pytest.approx(good["adherence"] - worse["adherence"])
+    assert compare(good, worse, "overall").excludes_zero
+    same = compare(good, good, "overall")
+    assert same.mean == 0.0 and not same.excludes_zero
+    table = format_comparison({"name": "A", **good}, {"name": "B", **worse})
+    assert table.splitlines()[0].startswith("| A − B |") and "| adherence | +" in table
+
+
+def paint_layout(prompt, lay, frames=8, size=32):
+    """A clip of `prompt`'s colour and shape drawn by the renderer along a chosen (wrong or right) path."""
+    alpha = coverage(prompt.shape, lay, frames, size)
+    return (torch.tensor(COLOURS[prompt.colour]).view(3, 1, 1, 1) * alpha.unsqueeze(0)) * 2 - 1
+
+
+def test_speed_error_in_pixels(full):
+    res = full[3]
+    assert res["speed_error_px"] < 0.005 and abs(res["speed_bias_px"]) < 0.005  # real renders
+    assert true_speed_px(Prompt("red", "square", "left", "slow")) == pytest.approx(0.2 * 32 / 7)
+    assert true_speed_px(Prompt("red", "square", "left", "fast")) == pytest.approx(1.8286, abs=1e-4)
+    prompts = [Prompt("red", "square", "right", "fast"), Prompt("blue", "cross", "down", "slow"),
+               Prompt("green", "square", "left", "fast")]
+    clips = torch.stack([paint_layout(prompts[0], Layout(10, 8, 12, 1.2, 0)),  # too slow by 0.629 px/frame
+                         paint_layout(prompts[1], Layout(10, 16, 7, 0, 1.2)),  # too fast by 0.286
+                         paint_layout(prompts[2], Layout(10, 9, 16, 1.2, 0))])  # wrong direction: not counted
+    res = score_clips(clips, prompts, [0, 0, 0])
+    fast_err, slow_err = 1.2 - 0.4 * 32 / 7, 1.2 - 0.2 * 32 / 7
+    assert res["speed_error_px_fast"] == pytest.approx(abs(fast_err), abs=2e-3)
+    assert res["speed_bias_px_slow"] == pytest.approx(slow_err, abs=2e-3)
+    assert res["speed_error_px"] == pytest.approx((abs(fast_err) + abs(slow_err)) / 2, abs=2e-3)
+    assert res["speed_bias_px"] == pytest.approx((fast_err + slow_err) / 2, abs=2e-3)
+    assert [r["speed_error_px"] is None for r in res["per_clip"]] == [False, False, True]
 
 
 def test_empty_frames_score_zero_and_bad_input_raises(real):
@@ -146,14 +251,27 @@ def test_empty_frames_score_zero_and_bad_input_raises(real):
         score_clips(clips[:2], prompts[:3])
 
 
-def test_table_and_json(tmp_path, real):
-    res = score_clips(*real)
+def test_white_or_in_between_colours_read_as_no_colour(real):
+    clips, prompts, seeds = real
+    white = clips.amax(1, keepdim=True).expand_as(clips)  # every object drawn white
+    assert all(m.colour is None for m in measure_clips(white[:8]))
+    orange = clips[:1].clone()
+    orange[:, 1] = torch.where(orange[:, 0] > -1, 0.0, -1.0)  # red + half green: between red and yellow
+    assert measure_clips(orange)[0].colour is None
+
+
+def test_table_and_json(tmp_path, full):
+    res = full[3]
     rows = [{"name": "real data", **res}, {"name": "TMD 2×2", "nfe": 2.5, **res}]
     table = format_table(rows)
     lines = table.splitlines()
-    assert lines[0] == "| name | NFE | adherence | colour | shape | direction | speed | quality | diversity | overall |"
-    assert lines[2].startswith("| real data | – | 1.000 |") and lines[3].startswith("| TMD 2×2 | 2.5 | 1.000 |")
+    assert lines[0] == ("| name | NFE | adherence | colour | shape | direction | speed | speed err (px/frame) | quality "
+                        "| diversity | div. prompts | overall |")
+    assert lines[2].startswith("| real data | – | 1.000 [1.00, 1.00] | 1.000 |")
+    assert lines[3].startswith("| TMD 2×2 | 2.5 | 1.000 [1.00, 1.00] |") and "| 0.001 |" in lines[3]
+    assert "| 1.000 [1.00, 1.00] | 48 |" in lines[2]
     write_json(tmp_path / "out" / "bench.json", rows, meta={"frames": 8}, per_clip=False)
     doc = json.loads((tmp_path / "out" / "bench.json").read_text())
     assert doc["rows"][1]["nfe"] == 2.5 and "per_clip" not in doc["rows"][0]
-    assert len(doc["benchmark"]["prompts"]) == 24 and doc["meta"] == {"frames": 8}
+    assert doc["rows"][0]["adherence_ci"] == [1.0, 1.0]
+    assert len(doc["benchmark"]["prompts"]) == 48 and doc["meta"] == {"frames": 8}

@@ -47,7 +47,15 @@ def run_bench(args) -> int:
 
     from ..checkpoint import load_tmd
     from ..loading import load_teacher
-    from ..toy.bench import bench_real, benchmark_set, describe_benchmark, format_table, write_json
+    from ..toy.bench import (
+        bench_real,
+        benchmark_set,
+        compare,
+        describe_benchmark,
+        format_comparison,
+        format_table,
+        write_json,
+    )
     from ..toy.evaluate import dmd_methods, run_bench, teacher_methods, tmd_methods
     from ..toy.pipeline import asset, run_outputs
     from ..toy.probe import format_sensitivity, word_sensitivity
@@ -66,11 +74,18 @@ def run_bench(args) -> int:
     rows = [{"name": "real data (renderer)", **real}]
     rows += run_bench(teacher_methods(teacher) + dmd_methods(dmd) + tmd_methods(student), pairs)
     print(format_table(rows))
+    by_name = {r["name"]: r for r in rows}
+    comparisons = {}
+    for a, b in (("TMD outer 2 x inner 2", "DMD2-v 2-step"), ("TMD outer 2 x inner 2", "teacher Euler 3 NFE")):
+        if a in by_name and b in by_name:  # paired bootstrap over the same (prompt, seed) pairs
+            print(format_comparison(by_name[a], by_name[b]))
+            comparisons[f"{a} - {b}"] = {k: compare(by_name[a], by_name[b], k).to_dict()
+                                         for k in ("adherence", "quality", "diversity", "overall")}
     sens = word_sensitivity(teacher)
     print("teacher word use (relative loss increase when the word is swapped):")
     print(format_sensitivity(sens, indent="  "))
     meta = {**describe_benchmark(), "quick": args.quick, "checkpoints": args.run_dir or "shipped assets",
-            "teacher_word_sensitivity": sens}
+            "teacher_word_sensitivity": sens, "paired_differences": comparisons}
     write_json(args.json, rows, meta=meta, per_clip=False)
     plot_quality_vs_nfe(rows, args.plot, metric="overall", title="ToyBench")
     print(f"wrote {args.json} and {args.plot}")

@@ -65,7 +65,7 @@ def run_demo(out_dir="out/toy_demo", prompts=DEMO_PROMPTS, outer_steps: int = 2,
         bench_rows = run_bench(teacher_methods(teacher, cfg_steps=(50,)) + dmd_methods(dmd) + tmd_methods(student),
                                pairs, progress=False)
         summary["plot"] = plot_quality_vs_nfe(bench_rows, out / "quality_vs_nfe.png", metric="overall",
-                                              title="ToyBench (quick: 24 prompts x 1 seed)")
+                                              title=f"ToyBench (quick: {len(pairs)} prompts x 1 seed)")
         summary["table"] = format_table(bench_rows)
     (out / "summary.json").write_text(json.dumps(summary, indent=1))
     return summary

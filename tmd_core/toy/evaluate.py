@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ..noise import make_noise
+from ..noise import cpu_generator, make_noise
 from ..sampler import sample_dmd, sample_teacher, sample_tmd
 from ..schedule import TMDSchedule
 from .bench import benchmark_set, score_clips
@@ -82,7 +82,11 @@ def generate(method: Method, pairs, batch_size: int = 32) -> torch.Tensor:
 
 
 def run_bench(methods: list[Method], pairs=None, progress: bool = True) -> list[dict]:
-    """Score every method on the benchmark set; rows for `format_table` / `plot_quality_vs_nfe`."""
+    """Score every method on the benchmark set; rows for `format_table` / `plot_quality_vs_nfe`.
+
+    Each row keeps its "per_clip" records, so two rows can be compared with `bench.compare(row_a, row_b,
+    key)` (paired bootstrap over the same (prompt, seed) pairs); `write_json(..., per_clip=False)` drops them.
+    """
     pairs = pairs if pairs is not None else benchmark_set()
     rows = []
     for m in methods:
@@ -90,10 +94,30 @@ def run_bench(methods: list[Method], pairs=None, progress: bool = True) -> list[
         clips = generate(m, pairs)
         seconds = time.perf_counter() - t0
         res = score_clips(clips, [p for p, _ in pairs], [s for _, s in pairs])
-        res.pop("per_clip", None)
         rows.append({"name": m.name, "method": m.family, "nfe": round(m.nfe, 3), **res,
                      "seconds_per_clip": round(seconds / len(pairs), 4)})
         if progress:
-            print(f"  {m.name:28s} NFE {m.nfe:6.2f}  adherence {res['adherence']:.3f}  quality {res['quality']:.3f}  "
-                  f"overall {res['overall']:.3f}  ({seconds:.1f} s)", flush=True)
+            print(f"  {m.name:28s} NFE {m.nfe:6.2f}  adherence {_with_ci(res, 'adherence')}  "
+                  f"quality {_with_ci(res, 'quality')}  overall {_with_ci(res, 'overall')}  ({seconds:.1f} s)", flush=True)
     return rows
+
+
+def _with_ci(res: dict, key: str) -> str:
+    value, ci = res.get(key), res.get(f"{key}_ci")
+    if value is None:
+        return "–"
+    return f"{value:.3f}" + (f" [{ci[0]:.2f}, {ci[1]:.2f}]" if ci else "")
+
+
+def tmd_sample_fn(model, schedule: TMDSchedule) -> Callable:
+    """A `spread.noise_spread` sample_fn for a TMD model: the outer noise of (prompt, seed) is the one
+    `generate` uses (`pair_seed`); the inner noise y1 comes from `cpu_generator(inner_seed)` (None: the
+    sampler's default, derived from the outer noise). Returns decoded clips."""
+    enc = ToyTextEncoder()
+
+    def sample_fn(noise_seed: int, inner_seed: int | None, prompts) -> torch.Tensor:
+        noise = torch.cat([make_noise((1, *LATENT_SHAPE), seed=pair_seed(p, noise_seed)) for p in prompts])
+        gen = None if inner_seed is None else cpu_generator(inner_seed)
+        return decode_latents(sample_tmd(model, noise, enc.encode([p.text for p in prompts]), schedule, generator=gen))
+
+    return sample_fn
