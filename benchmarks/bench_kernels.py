@@ -1,4 +1,4 @@
-"""Benchmark of the fused gating kernels (METHOD.md §2 fusion layer): Triton vs the PyTorch reference, JSON out.
+"""Benchmark of the fused gating kernels (docs/method.md §2.2 fusion layer): Triton vs the PyTorch reference, JSON out.
 
 On CUDA: times forward and forward+backward of `gated_residual` and `modulate` on Wan-sized token
 tensors for both backends and reports ms, effective bandwidth and the speed-up, plus the largest

@@ -1,4 +1,4 @@
-"""Real-scale check on CPU (DESIGN.md "Performance contract"): the exact Wan2.1 1.3B architecture.
+"""Real-scale check on CPU (docs/design.md §13, performance contract): the exact Wan2.1 1.3B architecture.
 
 1. write: random weights for the shipped 1.3B config, saved in ComfyUI layout (bf16, under
    `model.diffusion_model.`), streamed to disk so the writer holds one copy.

@@ -1,4 +1,4 @@
-"""Sampler efficiency (DESIGN.md performance contract): sample_tmd wall time vs effective NFE x one teacher forward,
+"""Sampler efficiency (docs/design.md §13, performance contract): sample_tmd wall time vs effective NFE x one teacher forward,
 and the speed-up over the 50-step CFG teacher. Prints JSON; never a timed test.
 
     python benchmarks/bench_sampler.py [--layers 12 --head-blocks 2 --dim 128 --tokens-side 16 --repeats 5]

@@ -1,6 +1,6 @@
-"""Benchmark of a stage-2 iteration with flow-head rollout vs a DMD2-v iteration (METHOD.md §5), JSON out.
+"""Benchmark of a stage-2 iteration with flow-head rollout vs a DMD2-v iteration (docs/method.md §5), JSON out.
 
-Performance contract (DESIGN.md): a stage-2 iteration with rollout costs <= 1.25 x a DMD2-v iteration on
+Performance contract (docs/design.md §13): a stage-2 iteration with rollout costs <= 1.25 x a DMD2-v iteration on
 the same model and batch (the paper reports < 1.17). Both students start from the same Wan-architecture
 teacher; the teacher, fake score and discriminator are shared. Two figures:
 

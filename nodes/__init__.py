@@ -1,4 +1,4 @@
-"""The ComfyUI nodes of the TMD pack: the only package that touches the host (DESIGN.md)."""
+"""The ComfyUI nodes of the TMD pack: the only package that touches the host (docs/design.md §1)."""
 
 from . import host
 from .distill import TMDDistill

@@ -1,4 +1,4 @@
-"""TMDDistill: distill a TMD student from a Wan teacher inside ComfyUI (METHOD.md §4–6, DESIGN.md "Training").
+"""TMDDistill: distill a TMD student from a Wan teacher inside ComfyUI (docs/method.md §4–6, docs/design.md §7–8).
 
 Files: the run folder is `<ComfyUI output>/tmd_runs/<output_name>/` (the teacher's data set, config.yaml,
 log.jsonl, resumable state, partial students); the finished student is copied atomically to

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Create (or bring up to date) the Python venv of a ComfyUI source checkout and install this
-# pack's dependencies into it, as described in shared/COMFYUI_HOST.md. Idempotent: re-running it
+# pack's dependencies into it, as described in docs/host.md §11. Idempotent: re-running it
 # on a finished venv installs nothing new.
 #
 # usage: scripts/setup_comfyui.sh [COMFYUI_PATH]      (default: $COMFYUI_PATH)

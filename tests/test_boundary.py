@@ -1,4 +1,4 @@
-"""STYLE.md boundary: tmd_core/ never imports the ComfyUI host (comfy, comfy_api, folder_paths, latent_preview...)."""
+"""The boundary of docs/design.md §1: tmd_core/ never imports the ComfyUI host (comfy, comfy_api, folder_paths, latent_preview...)."""
 
 import ast
 from pathlib import Path

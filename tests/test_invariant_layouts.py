@@ -1,4 +1,4 @@
-"""METHOD.md §2's decoupling invariant for a teacher loaded from every supported file layout.
+"""docs/method.md §2.3's decoupling invariant for a teacher loaded from every supported file layout.
 
 head(fuse(backbone(x_t, t), y_s, s = t), s = t, r) == teacher(x_t, t), max abs error <= 1e-5 in fp32,
 and with both grid tops at 1.0 a fresh student at outer = inner = 1 equals one teacher Euler step.

@@ -1,4 +1,4 @@
-"""The decoupled student: METHOD.md §2 invariant, fusion options, input errors."""
+"""The decoupled student: docs/method.md §2.3 invariant, fusion options, input errors."""
 
 import pytest
 import torch

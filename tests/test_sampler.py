@@ -14,7 +14,7 @@ def teacher():
 
 
 def test_fresh_student_one_by_one_equals_one_teacher_euler_step(teacher):
-    """METHOD.md §2: grid tops at 1.0, outer = inner = 1 -> x0 = x1 - v(x1, 1)."""
+    """docs/method.md §2.3: grid tops at 1.0, outer = inner = 1 -> x0 = x1 - v(x1, 1)."""
     student = TMDModel.from_teacher(teacher, head_blocks=2)
     _, ctx = tiny_inputs(teacher, batch=2)
     noise = make_noise((2, teacher.config.in_channels, 3, 8, 8), seed=11)

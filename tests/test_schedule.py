@@ -1,4 +1,4 @@
-"""Grids and effective NFE against METHOD.md's check values (§1, §3)."""
+"""Grids and effective NFE against the check values of docs/method.md §1, §3."""
 
 import pytest
 import torch
@@ -32,7 +32,7 @@ def test_shift_one_is_uniform_and_shift_pushes_toward_noise():
 
 
 def test_effective_nfe_check_values():
-    # METHOD.md §3: 1.3B (L=30) M2 N2 H5 = 2.33, M1 N2 H5 = 1.17 (the paper's TMD-N2H5 M1); 14B (L=40) M1 N4 H5 = 1.375
+    # docs/method.md §3: 1.3B (L=30) M2 N2 H5 = 2.33, M1 N2 H5 = 1.17 (the paper's TMD-N2H5 M1); 14B (L=40) M1 N4 H5 = 1.375
     assert effective_nfe(2, 2, 5, 30) == pytest.approx(2.3333, abs=1e-4)
     assert effective_nfe(1, 2, 5, 30) == pytest.approx(1.1667, abs=1e-4)
     assert effective_nfe(1, 4, 5, 40) == pytest.approx(1.375)

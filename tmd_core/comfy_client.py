@@ -1,7 +1,7 @@
 """Headless client of a running ComfyUI server: queue an API-format workflow, follow it, fetch its outputs.
 
 Speaks ComfyUI's HTTP + websocket API (POST /prompt, /ws?clientId=, GET /history/{id}, GET /view;
-see shared/COMFYUI_HOST.md). Standard library + requests + websocket-client only; no ComfyUI import.
+see docs/host.md §8). Standard library + requests + websocket-client only; no ComfyUI import.
 """
 
 from __future__ import annotations

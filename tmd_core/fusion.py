@@ -1,4 +1,4 @@
-"""Fusion layer and gap time embedding of the decoupled student (METHOD.md §2, paper App. A.1)."""
+"""Fusion layer and gap time embedding of the decoupled student (docs/method.md §2, paper App. A.1)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ FUSION_KINDS = ("gated", "concat")
 
 
 class GatedFusion(nn.Module):
-    """h = m + σ(α) · g(s) ⊙ MLP(modulate(LN(PE(y_s)), s))  (METHOD.md §2, "gated", the default).
+    """h = m + σ(α) · g(s) ⊙ MLP(modulate(LN(PE(y_s)), s))  (docs/method.md §2.2, "gated", the default).
 
     The last MLP projection is zero-initialised and α = 0, so at initialisation h == m for any y_s:
     the student equals the teacher (the decoupling invariant). The AdaLN modulation starts at
@@ -50,7 +50,7 @@ class GatedFusion(nn.Module):
 
 
 class ConcatFusion(nn.Module):
-    """h = W [m, PE(y_s)] + b with W = [I, N(0, 0.01²)] at init (METHOD.md §2, the "concat" option).
+    """h = W [m, PE(y_s)] + b with W = [I, N(0, 0.01²)] at init (docs/method.md §2.2, the "concat" option).
 
     Close to, not exactly, the teacher at init (the y_s half is small noise, not zero).
     """

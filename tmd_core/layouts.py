@@ -1,6 +1,6 @@
 """Wan2.1 checkpoint layouts: original/ComfyUI <-> diffusers key names, and the model config.
 
-The teacher is always diffusers' `WanTransformer3DModel` (DESIGN.md, "Model"). Files come in two
+The teacher is always diffusers' `WanTransformer3DModel` (docs/design.md §3). Files come in two
 key layouts: the original Wan release (also ComfyUI's, optionally under `model.diffusion_model.`)
 and diffusers'. Original keys convert with diffusers' own `convert_wan_transformer_to_diffusers`;
 the reverse map lives here (diffusers has none) so tests can synthesise ComfyUI-layout files and

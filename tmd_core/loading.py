@@ -1,4 +1,4 @@
-"""Load a Wan2.1 teacher (DESIGN.md, "Model") from any supported file layout into diffusers' model.
+"""Load a Wan2.1 teacher (docs/design.md §3) from any supported file layout into diffusers' model.
 
 Layouts: original/ComfyUI single `.safetensors` (optionally under `model.diffusion_model.`),
 diffusers single `.safetensors`, diffusers folders (`config.json` + one or more shards). The model

@@ -1,4 +1,4 @@
-"""The decoupled TMD student: backbone B(x_t, t, c) and flow head (METHOD.md §2, paper §3.2, App. A.1)."""
+"""The decoupled TMD student: backbone B(x_t, t, c) and flow head (docs/method.md §2, paper §3.2, App. A.1)."""
 
 from __future__ import annotations
 
@@ -57,7 +57,7 @@ class BackboneOut:
 
 
 def wan_timestep(t, batch: int, device) -> torch.Tensor:
-    """Wan's model timestep is 1000 t (METHOD.md §1); t a float or Tensor[B] -> Tensor[B] float32."""
+    """Wan's model timestep is 1000 t (docs/method.md §1); t a float or Tensor[B] -> Tensor[B] float32."""
     t = torch.as_tensor(t, dtype=torch.float64, device="cpu").reshape(-1)
     if t.numel() == 1:
         t = t.expand(batch)
@@ -105,7 +105,7 @@ class TMDModel(nn.Module):
     def from_teacher(cls, teacher: nn.Module, head_blocks: int = 5, fusion: str = "gated", **config) -> TMDModel:
         """An untrained student around `teacher` (shared, not copied: pass a deepcopy to train it).
 
-        At init it equals the teacher: head(backbone(x_t, t), y_s, s=t, r) == teacher(x_t, t) (METHOD.md §2).
+        At init it equals the teacher: head(backbone(x_t, t), y_s, s=t, r) == teacher(x_t, t) (docs/method.md §2.3).
         """
         cfg = TMDConfig(num_layers=len(teacher.blocks), head_blocks=int(head_blocks), fusion=fusion, **config)
         return cls(teacher, cfg)
@@ -162,7 +162,7 @@ class TMDModel(nn.Module):
         return BackboneOut(m=h, context=ctx, rotary_emb=rotary, latent_shape=tuple(x_t.shape), t=t_vec)
 
     def fuse(self, out: BackboneOut, y_s: torch.Tensor, s) -> torch.Tensor:
-        """h = fusion(m, PE(y_s), emb(s)) (METHOD.md §2): the head's input tokens, Tensor[B, T, D]."""
+        """h = fusion(m, PE(y_s), emb(s)) (docs/method.md §2.2): the head's input tokens, Tensor[B, T, D]."""
         tr = self.transformer
         B = out.m.shape[0]
         if tuple(y_s.shape) != tuple(out.latent_shape):

@@ -1,4 +1,4 @@
-"""Outer/inner time grids and the effective NFE (METHOD.md §1, §3; paper Eq. 16)."""
+"""Outer/inner time grids and the effective NFE (docs/method.md §1, §3; paper Eq. 16)."""
 
 from __future__ import annotations
 
@@ -52,7 +52,7 @@ class TMDSchedule:
 
     outer_steps: int = 2  # M: backbone runs, one per transition
     inner_steps: int = 2  # N: flow-head steps inside each transition
-    outer_shift: float = 10.0  # γ of the outer grid (METHOD.md §1 default)
+    outer_shift: float = 10.0  # γ of the outer grid (docs/method.md §1 default)
     inner_shift: float = 10.0  # γ of the inner grid
     t_max: float = 0.999  # top point of both grids
     outer_times_override: tuple[float, ...] | None = None  # explicit descending outer times ending in 0

@@ -1,4 +1,4 @@
-"""Build a diffusers Wan transformer without allocating weights, then fill it in place (DESIGN.md "Memory")."""
+"""Build a diffusers Wan transformer without allocating weights, then fill it in place (docs/design.md §3)."""
 
 from __future__ import annotations
 

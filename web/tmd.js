@@ -1,4 +1,4 @@
-// ComfyUI frontend extension of the TMD pack: shows the effective NFE (METHOD.md §3, Eq. 16) and
+// ComfyUI frontend extension of the TMD pack: shows the effective NFE (docs/method.md §3, Eq. 16) and
 // the speed-up over a 50-step CFG teacher on TMDSchedule and TMDSampler, live as widgets and links
 // change. The arithmetic lives in tmd_logic.js (tested with node's test runner); this file only
 // finds the numbers in the graph and draws one line under the widgets.

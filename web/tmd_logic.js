@@ -1,4 +1,4 @@
-// Effective NFE and speed-up text for the TMD nodes (METHOD.md §3, paper Eq. 16).
+// Effective NFE and speed-up text for the TMD nodes (docs/method.md §3, paper Eq. 16).
 // Pure functions, no DOM and no ComfyUI import, so node's test runner can check them
 // (tests/web/). Mirrors tmd_core.schedule.effective_nfe.
 

@@ -5,7 +5,7 @@ import json
 import requests
 from comfy_host import PACK_FOLDER, REPO
 
-PACK_NODES = {  # node id -> (required inputs, optional inputs) the pack declares (DESIGN.md "ComfyUI integration")
+PACK_NODES = {  # node id -> (required inputs, optional inputs) the pack declares (docs/design.md §8)
     "TMDModelLoader": ({"ckpt_name", "head_blocks", "dtype"}, set()),
     "TMDSchedule": ({"outer_steps", "inner_steps", "outer_shift", "inner_shift"}, {"sigmas"}),
     "TMDSampler": ({"model", "positive", "latent", "schedule", "seed"}, set()),

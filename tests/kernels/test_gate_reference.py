@@ -1,4 +1,4 @@
-"""The PyTorch ground truth of the fused gating ops against independent formulations (Wan, METHOD.md §2)."""
+"""The PyTorch ground truth of the fused gating ops against independent formulations (Wan, docs/method.md §2.2)."""
 
 import torch
 from torch import nn

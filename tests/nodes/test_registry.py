@@ -1,4 +1,4 @@
-"""Every registered node keeps ComfyUI's V1 contract and the pack's rules (DESIGN.md "ComfyUI integration")."""
+"""Every registered node keeps ComfyUI's V1 contract and the pack's rules (docs/design.md §8)."""
 
 import pytest
 

@@ -1,4 +1,4 @@
-"""Training config (DESIGN.md "Training"): strict YAML overrides, --dry-run, and clear errors before any work."""
+"""Training config (docs/design.md §7): strict YAML overrides, --dry-run, and clear errors before any work."""
 
 import copy
 

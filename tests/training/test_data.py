@@ -1,4 +1,4 @@
-"""Training data (METHOD.md §6): shards round trip, deterministic resumable reader, make-data with the teacher."""
+"""Training data (docs/method.md §6): shards round trip, deterministic resumable reader, make-data with the teacher."""
 
 import json
 

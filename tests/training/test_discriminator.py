@@ -1,4 +1,4 @@
-"""Conv3D discriminator on frozen-teacher features (METHOD.md §5 GAN term)."""
+"""Conv3D discriminator on frozen-teacher features (docs/method.md §5 GAN term)."""
 
 import pytest
 import torch

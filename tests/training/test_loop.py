@@ -1,4 +1,4 @@
-"""The training loop (DESIGN.md "Training"): checkpoints with provenance, exact resume, several processes."""
+"""The training loop (docs/design.md §7): checkpoints with provenance, exact resume, several processes."""
 
 import json
 import os

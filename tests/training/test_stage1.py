@@ -1,4 +1,4 @@
-"""Stage 1 TM-MF (METHOD.md §4): (s, r) sampling, the finite-difference du/ds, the MeanFlow target and loss."""
+"""Stage 1 TM-MF (docs/method.md §4): (s, r) sampling, the finite-difference du/ds, the MeanFlow target and loss."""
 
 import copy
 import time

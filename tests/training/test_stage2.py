@@ -1,4 +1,4 @@
-"""Stage 2 DMD2-v with flow-head rollout (METHOD.md §5): rollout, DMD gradient, gradient flow, baselines."""
+"""Stage 2 DMD2-v with flow-head rollout (docs/method.md §5): rollout, DMD gradient, gradient flow, baselines."""
 
 import copy
 from dataclasses import replace

@@ -1,4 +1,4 @@
-// node --test tests/web/   — checks web/tmd_logic.js against METHOD.md §3 (Eq. 16).
+// node --test tests/web/   — checks web/tmd_logic.js against docs/method.md §3 (Eq. 16).
 import { test } from "node:test";
 import assert from "node:assert/strict";
 
@@ -13,7 +13,7 @@ import {
   speedUp,
 } from "../../web/tmd_logic.js";
 
-test("effective NFE matches the METHOD.md check values", () => {
+test("effective NFE matches the docs/method.md §3 check values", () => {
   assert.equal(formatNumber(effectiveNFE(2, 2, 5, 30)), "2.33");
   assert.equal(formatNumber(effectiveNFE(1, 2, 5, 30)), "1.17");
   assert.equal(effectiveNFE(1, 4, 5, 40), 1.375);

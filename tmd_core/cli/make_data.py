@@ -1,4 +1,4 @@
-"""`tmd make-data`: generate the training set with the teacher (METHOD.md §6), or pack user latents."""
+"""`tmd make-data`: generate the training set with the teacher (docs/method.md §6), or pack user latents."""
 
 from __future__ import annotations
 

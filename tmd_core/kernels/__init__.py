@@ -1,4 +1,4 @@
-"""Fused gating kernels of the fusion layer (METHOD.md §2): gated residual and AdaLN modulate."""
+"""Fused gating kernels of the fusion layer (docs/method.md §2.2): gated residual and AdaLN modulate."""
 
 from .dispatch import (
     BACKENDS,

@@ -1,4 +1,4 @@
-"""Input checks shared by every backend of the fused gating ops (METHOD.md §2 fusion layer)."""
+"""Input checks shared by every backend of the fused gating ops (docs/method.md §2.2 fusion layer)."""
 
 import torch
 

@@ -1,4 +1,4 @@
-"""Backend dispatcher of the fused gating ops, Triton or the PyTorch reference (METHOD.md §2 fusion layer).
+"""Backend dispatcher of the fused gating ops, Triton or the PyTorch reference (docs/method.md §2.2 fusion layer).
 
 Availability is decided once, at import:
 - `TRITON_IMPORTABLE`: triton and `triton_gate` import cleanly;

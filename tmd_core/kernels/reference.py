@@ -1,4 +1,4 @@
-"""PyTorch ground truth of the fusion layer's gated residual and AdaLN modulate (METHOD.md §2)."""
+"""PyTorch ground truth of the fusion layer's gated residual and AdaLN modulate (docs/method.md §2.2)."""
 
 import torch
 import torch.nn.functional as F
@@ -35,7 +35,7 @@ def gated_residual_ref(
     """
     acc = compute_dtype(m, z, gate, alpha)
     sigma = torch.sigmoid(alpha.to(acc).reshape(()))
-    # METHOD.md §2: h = m + σ(α) · Δ, Δ = g(s) ⊙ z
+    # docs/method.md §2.2: h = m + σ(α) · Δ, Δ = g(s) ⊙ z
     h = m.to(acc) + sigma * per_sample(gate).to(acc) * z.to(acc)
     return h.to(m.dtype)
 

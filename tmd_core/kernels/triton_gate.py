@@ -1,4 +1,4 @@
-"""Triton forward/backward kernels of the fusion layer's gated residual and AdaLN modulate (METHOD.md §2).
+"""Triton forward/backward kernels of the fusion layer's gated residual and AdaLN modulate (docs/method.md §2.2).
 
 Each program handles a `[BLOCK_T, BLOCK_D]` tile of tokens of one sample, with
 `BLOCK_D = next_power_of_2(D)` and masks, so any `D` works (24, 40, 1536, 5120, ...). Loads are

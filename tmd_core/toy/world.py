@@ -1,4 +1,4 @@
-"""The toy text-to-video world (DESIGN.md "Toy world"): attributes, prompt grammar, renderer.
+"""The toy text-to-video world (docs/toy_world.md): attributes, prompt grammar, renderer.
 
 One object of a pure colour on a black background, moving in a straight line at constant speed.
 Prompts follow one grammar:

@@ -1,4 +1,4 @@
-"""Distillation of a TMD student from a Wan teacher (METHOD.md §4–6): data, configs, the training loop."""
+"""Distillation of a TMD student from a Wan teacher (docs/method.md §4–6): data, configs, the training loop."""
 
 from .config import TrainConfig, check_config, load_config, preset, to_yaml
 from .data import ShardDataset, ShardReader, ShardWriter, read_index

@@ -1,4 +1,4 @@
-"""Training data (METHOD.md §6): safetensors shards of latents + text embeddings + prompts, and a reader.
+"""Training data (docs/method.md §6): safetensors shards of latents + text embeddings + prompts, and a reader.
 
 A data folder holds `index.json` (format `tmd-data/1`), shards `shard-00000.safetensors`, ... and
 optionally `negative.safetensors` (the negative prompt's embedding, the null condition of CFG).

@@ -1,4 +1,4 @@
-"""Conv3D discriminator heads on frozen-teacher block features (METHOD.md §5, GAN term; paper's best head)."""
+"""Conv3D discriminator heads on frozen-teacher block features (docs/method.md §5, GAN term; paper's best head)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""One training loop for both stages of TMD (METHOD.md §4–5) on Hugging Face Accelerate.
+"""One training loop for both stages of TMD (docs/method.md §4–5) on Hugging Face Accelerate.
 
 One process on CPU or GPU, or many through `accelerate launch --multi_gpu --num_processes N` or
 `torchrun` (data parallel: every process holds the models, gradients are averaged; on a machine

@@ -1,4 +1,4 @@
-"""Make the training set with the teacher itself (METHOD.md §6): prompts -> umt5 embeddings -> teacher samples.
+"""Make the training set with the teacher itself (docs/method.md §6): prompts -> umt5 embeddings -> teacher samples.
 
 Sample i is drawn from `make_noise((1, C, F, H, W), seed + i)` and integrated by `sample_teacher`
 with CFG and the negative prompt, so any sample can be regenerated from its recorded seed.

@@ -1,4 +1,4 @@
-"""The networks of a distillation run: frozen teacher, students of both stages, fake score (METHOD.md §4–5)."""
+"""The networks of a distillation run: frozen teacher, students of both stages, fake score (docs/method.md §4–5)."""
 
 from __future__ import annotations
 
@@ -141,5 +141,5 @@ def build_stage2_student(cfg, teacher, device, stage1_result: Path | None):
 
 
 def build_fake_score(cfg, teacher, device) -> torch.nn.Module:
-    """The fake score: the teacher's architecture and weights (METHOD.md §5), trained."""
+    """The fake score: the teacher's architecture and weights (docs/method.md §5), trained."""
     return _trainable(copy.deepcopy(teacher).to(device), cfg)

@@ -1,4 +1,4 @@
-"""Stage 2: DMD2-v with flow-head rollout (METHOD.md §5): generator, fake-score and discriminator losses.
+"""Stage 2: DMD2-v with flow-head rollout (docs/method.md §5): generator, fake-score and discriminator losses.
 
 One named function per loss term, each returning (loss, logs) with logs a dict of detached 0-dim
 tensors. The training loop runs, per iteration, `critic_loss` (fake score + discriminator) and,
@@ -21,7 +21,7 @@ from ..transition import inner_flow
 from .stage1_tmmf import _per_sample, sample_outer_times
 from .teacher_features import teacher_features
 
-T_MIN, T_MAX = 0.001, 0.999  # clip of the t_dmd sampler (METHOD.md §5)
+T_MIN, T_MAX = 0.001, 0.999  # clip of the t_dmd sampler (docs/method.md §5)
 
 
 def sample_student_times(batch_size: int, schedule_cfg, generator: torch.Generator) -> torch.Tensor:
@@ -30,7 +30,7 @@ def sample_student_times(batch_size: int, schedule_cfg, generator: torch.Generat
 
 
 def sample_dmd_times(batch_size: int, shift: float, generator: torch.Generator) -> torch.Tensor:
-    """t = clip(shift_γ(U), 0.001, 0.999) (γ = 5: t_dmd of METHOD.md §5). Returns Tensor[B] float64."""
+    """t = clip(shift_γ(U), 0.001, 0.999) (γ = 5: t_dmd of docs/method.md §5). Returns Tensor[B] float64."""
     u = torch.rand(batch_size, generator=generator, dtype=torch.float64)
     return shift_time(u, float(shift)).clamp(T_MIN, T_MAX)
 
@@ -67,7 +67,7 @@ def rollout(student: TMDModel, x_t, t_i, context, schedule_cfg, generator: torch
 
 
 def generator_sample(student, batch: dict, schedule_cfg, stage2_cfg, generator: torch.Generator):
-    """x̂ of the student from a real-data x_t (no backward simulation), with gradients (METHOD.md §5).
+    """x̂ of the student from a real-data x_t (no backward simulation), with gradients (docs/method.md §5).
 
     TMD student ("tmd"): x̂ = x_t - t_i ŷ, ŷ = rollout(...) (decision; x_hat_mode "x1": x̂ = x1 - ŷ).
     DMD2-v baseline ("dmd", a plain WanTransformer3DModel): x̂ = g(x_t, t_i) = x_t - t_i v (Eq. 17).
@@ -112,7 +112,7 @@ def denoise(model, x_t, t, context, negative_context=None, guidance_scale: float
 
 
 def dmd_loss(x_hat, teacher, fake_score, batch: dict, cfg, generator: torch.Generator):
-    """DMD/VSD loss 0.5 ‖x̂ - sg(x̂ - grad)‖² (METHOD.md §5, DMD2 normalisation).
+    """DMD/VSD loss 0.5 ‖x̂ - sg(x̂ - grad)‖² (docs/method.md §5, DMD2 normalisation).
 
     t = clip(shift_5(U), .001, .999), x̂_t = (1 - t) x̂ + t ε; g_real = teacher with CFG `real_cfg`
     (negative prompt), g_fake = fake score without CFG; grad = (g_fake - g_real) / mean|x̂ - g_real|
@@ -168,7 +168,7 @@ def _params_frozen(module):
 
 
 def gan_generator_loss(x_hat, teacher, discriminator, batch: dict, cfg, generator: torch.Generator):
-    """Non-saturating generator GAN loss softplus(-D(x̂_t)) (METHOD.md §5); gradients reach x̂ through
+    """Non-saturating generator GAN loss softplus(-D(x̂_t)) (docs/method.md §5); gradients reach x̂ through
     the frozen teacher's features and the discriminator, whose parameters get no gradient here.
     t from the t_dmd sampler, fresh ε (draws: t, ε)."""
     t = sample_dmd_times(x_hat.shape[0], cfg.dmd_shift, generator)
@@ -180,7 +180,7 @@ def gan_generator_loss(x_hat, teacher, discriminator, batch: dict, cfg, generato
 
 
 def discriminator_loss(discriminator, teacher, x_hat, batch: dict, cfg, generator: torch.Generator):
-    """softplus(D(fake)) + softplus(-D(real)) (METHOD.md §5): fake = sg(x̂) noised, real = the batch's
+    """softplus(D(fake)) + softplus(-D(real)) (docs/method.md §5): fake = sg(x̂) noised, real = the batch's
     latents noised independently (own t and ε). Teacher features without grad, one batched forward.
     Draws: t_fake, ε_fake, t_real, ε_real."""
     x_fake = x_hat.detach().float()
@@ -214,7 +214,7 @@ def discriminator_loss(discriminator, teacher, x_hat, batch: dict, cfg, generato
 
 def fake_score_loss(fake_score, x_hat, batch: dict, cfg, generator: torch.Generator):
     """Flow matching of the fake score on sg(x̂): ‖v_fake(x̂_t, t) - (ε - x̂)‖², mean over elements,
-    t from the t_dmd sampler (METHOD.md §5). Draws: t, ε."""
+    t from the t_dmd sampler (docs/method.md §5). Draws: t, ε."""
     x0 = x_hat.detach().float()
     t = sample_dmd_times(x0.shape[0], cfg.dmd_shift, generator)
     eps = _noise_like(x0, generator)
@@ -224,7 +224,7 @@ def fake_score_loss(fake_score, x_hat, batch: dict, cfg, generator: torch.Genera
 
 
 def generator_loss(x_hat, teacher, fake_score, discriminator, batch: dict, cfg, generator: torch.Generator):
-    """Generator total = DMD + λ GAN (METHOD.md §5; λ = cfg.gan_weight, GAN skipped when 0 or no D)."""
+    """Generator total = DMD + λ GAN (docs/method.md §5; λ = cfg.gan_weight, GAN skipped when 0 or no D)."""
     loss, logs = dmd_loss(x_hat, teacher, fake_score, batch, cfg, generator)
     if discriminator is not None and cfg.gan_weight > 0:
         gan, gan_logs = gan_generator_loss(x_hat, teacher, discriminator, batch, cfg, generator)
@@ -246,7 +246,7 @@ def critic_loss(x_hat, fake_score, discriminator, teacher, batch: dict, cfg, gen
 
 
 def kd_warmup_loss(student_transformer, noise, teacher_x0, context, t: float = 1.0):
-    """One-step DMD2-v baseline warm-up: regress teacher ODE noise->data pairs (METHOD.md §5).
+    """One-step DMD2-v baseline warm-up: regress teacher ODE noise->data pairs (docs/method.md §5).
 
     x̂ = g(noise, t) = noise - t v_student(noise, t) (Eq. 17 at the top time, t = 1 by default;
     pass schedule t_max to match sampling), loss = mean (x̂ - x0_teacher)².

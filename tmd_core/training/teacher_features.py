@@ -1,4 +1,4 @@
-"""Frozen-teacher block features for the Conv3D discriminator (METHOD.md §5, GAN term)."""
+"""Frozen-teacher block features for the Conv3D discriminator (docs/method.md §5, GAN term)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Validation samples during training: the student on fixed prompts and seeds (DESIGN.md "Training")."""
+"""Validation samples during training: the student on fixed prompts and seeds (docs/design.md §7)."""
 
 from __future__ import annotations
 
