@@ -14,7 +14,8 @@ import torch
 
 from ..tmd_core.errors import InputError
 from ..tmd_core.loading import detect_checkpoint_kind
-from ..tmd_core.toy.pipeline import ASSETS as TOY_ASSETS
+from ..tmd_core.toy.shipped import ASSETS as TOY_ASSETS
+from ..tmd_core.toy.text import TEXT_DIM as TOY_TEXT_DIM
 from ..tmd_core.training.inprocess import loss_line
 
 log = logging.getLogger("tmd")
@@ -42,6 +43,7 @@ def checkpoint_choices() -> list[str]:
 def toy_choices(kind: str | None = None) -> list[str]:
     """`toy/<file>` for each toy checkpoint shipped in tmd_core/toy/assets; `kind="teacher"` keeps plain Wan files."""
     names = sorted(p.name for p in TOY_ASSETS.glob("*.safetensors")) if TOY_ASSETS.is_dir() else []
+    names = [n for n in names if n != "toy_vae.safetensors"]  # the toy VAE is used by TMDToyDecode, not a model
     if kind == "teacher":
         names = [n for n in names if detect_checkpoint_kind(TOY_ASSETS / n) != "tmd"]
     return [f"{TOY_PREFIX}{n}" for n in names]
@@ -88,7 +90,10 @@ def resolve_teacher(name: str) -> str:
 
 def wrap_model(model: torch.nn.Module) -> comfy.model_patcher.ModelPatcher:
     """Put a TMDModel under ComfyUI's memory management (loaded/offloaded like native models)."""
-    model.latent_format = comfy.latent_formats.Wan21() if model.config.in_channels == 16 else None
+    # Wan2.1 latents carry the VAE's mean/std; toy latents (16 channels too, but 32-wide toy text) are already
+    # normalised by the toy VAE and pass the sampler unchanged (TMDToyDecode knows their statistics)
+    wan = model.config.in_channels == 16 and model.config.text_dim != TOY_TEXT_DIM
+    model.latent_format = comfy.latent_formats.Wan21() if wan else None
     return comfy.model_patcher.ModelPatcher(
         model, load_device=comfy.model_management.get_torch_device(),
         offload_device=comfy.model_management.unet_offload_device(),
@@ -109,29 +114,13 @@ def context_from_conditioning(conditioning) -> torch.Tensor:
     return conditioning[0][0].float()
 
 
-def latent_stats(channels: int):
-    if channels != 16:
-        return None
-    fmt = comfy.latent_formats.Wan21()
-    return fmt.latents_mean, fmt.latents_std
-
-
-def normalise_latent(samples: torch.Tensor) -> torch.Tensor:
-    """Raw VAE space -> model space: (x - mean) / std (Wan2.1); other channel counts pass through."""
-    stats = latent_stats(samples.shape[1]) if samples.ndim == 5 else None
-    if stats is None:
-        return samples
-    mean, std = (s.to(samples.device, samples.dtype) for s in stats)
-    return (samples - mean) / std
-
-
-def denormalise_latent(x: torch.Tensor) -> torch.Tensor:
-    """Model space -> raw VAE space: x * std + mean, what VAEDecode expects."""
-    stats = latent_stats(x.shape[1]) if x.ndim == 5 else None
-    if stats is None:
+def denormalise_latent(x: torch.Tensor, model) -> torch.Tensor:
+    """Model space -> raw VAE space: x * std + mean with the model's latent format (what VAEDecode expects);
+    a model without one (the toy world) passes x through."""
+    fmt = getattr(model, "latent_format", None)
+    if fmt is None:
         return x
-    mean, std = (s.to(x.device, x.dtype) for s in stats)
-    return x * std + mean
+    return x * fmt.latents_std.to(x.device, x.dtype) + fmt.latents_mean.to(x.device, x.dtype)
 
 
 def sampling_callback(patcher, total: int, inner_steps: int):

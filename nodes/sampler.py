@@ -34,5 +34,5 @@ class TMDSampler:
         cb = host.sampling_callback(model, total, schedule.inner_steps)
         x0 = sample_tmd(model.model, noise, context.to(device), schedule, callback=cb)
         out = dict(latent)
-        out["samples"] = host.denormalise_latent(x0).to(host.output_device())
+        out["samples"] = host.denormalise_latent(x0, model.model).to(host.output_device())
         return (out,)

@@ -1,9 +1,9 @@
-"""Toy-world nodes (DESIGN.md "Toy world"): its text encoder, empty latent and decoder, so a TMD workflow runs
+"""Toy-world nodes (docs/toy_world.md): its text encoder, empty latent and decoder, so a TMD workflow runs
 on nothing but the files the pack ships (toy/toy_tmd.safetensors in TMDModelLoader).
 
-The toy latent is 192 channels x 2 latent frames (4-frame x 4x4 space-to-depth of 8 frames of 32x32 pixels, as Wan's
-VAE packs 4 frames), already normalised:
-TMDSampler passes it through without Wan's mean/std, and TMDToyDecode undoes the toy normalisation.
+The toy latent is 16 channels x 2 latent frames x 4 x 4 (the toy VAE packs 4 frames x 8x8 pixels, as Wan's VAE),
+already normalised: TMDSampler passes it through without Wan's mean/std, and TMDToyDecode decodes it with the
+shipped toy VAE (its own mean/std included).
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import torch
 
 from ..tmd_core.errors import InputError
 from ..tmd_core.toy.codec import decode_latents
-from ..tmd_core.toy.evaluate import LATENT_SHAPE
+from ..tmd_core.toy.latent import LATENT_SHAPE
 from ..tmd_core.toy.text import VOCAB, ToyTextEncoder
 from . import host
 
@@ -55,7 +55,7 @@ class TMDToyEmptyLatent:
 
 
 class TMDToyDecode:
-    DESCRIPTION = "Decodes toy-world latents into video frames (the toy 'VAE' is a lossless space-to-depth), for CreateVideo."
+    DESCRIPTION = "Decodes toy-world latents into video frames with the shipped toy VAE, for CreateVideo."
     CATEGORY = "TMD/toy"
     RETURN_TYPES = ("IMAGE",)
     RETURN_NAMES = ("images",)
@@ -65,7 +65,7 @@ class TMDToyDecode:
     @classmethod
     def INPUT_TYPES(cls):
         return {"required": {
-            "samples": ("LATENT", {"tooltip": "Toy latent from TMDSampler."}),
+            "samples": ("LATENT", {"tooltip": "Toy latent from TMDSampler with a toy model (a Wan2.1 latent has 16 channels too but decodes to noise here: use VAEDecode)."}),
             "scale": ("INT", {"default": 8, "min": 1, "max": 32, "tooltip": "Nearest-neighbour upscale of the 32x32 frames, for viewing."}),
         }}
 

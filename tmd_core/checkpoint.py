@@ -1,4 +1,4 @@
-"""The `tmd/1` checkpoint: one safetensors file with the student and its settings (DESIGN.md)."""
+"""The `tmd/1` checkpoint: one safetensors file with the student and its settings (docs/design.md §4)."""
 
 from __future__ import annotations
 
@@ -11,8 +11,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from .errors import CheckpointError
-from .errors import ConfigError
+from .errors import CheckpointError, ConfigError
 from .model import TMDConfig, TMDModel
 from .wan_build import build_empty_wan, load_in_place, transformer_config_dict
 

@@ -171,7 +171,7 @@ def write_toy_student(models: Path) -> Path:
     """The toy student the toy workflow loads: the shipped asset when installed, else a random toy-shaped tmd/1
     at models/tmd/toy/toy_tmd.safetensors (a file in the model folder wins over the asset of the same name)."""
     import tmd_core
-    from tmd_core.toy.pipeline import ASSETS
+    from tmd_core.toy.shipped import ASSETS
 
     shipped = ASSETS / Path(TOY_TMD).name
     if shipped.is_file():

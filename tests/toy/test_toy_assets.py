@@ -8,7 +8,7 @@ from tmd_core.schedule import TMDSchedule
 from tmd_core.toy.codec import decode_latents
 from tmd_core.toy.demo import run_demo
 from tmd_core.toy.evaluate import LATENT_SHAPE
-from tmd_core.toy.pipeline import ASSETS, asset
+from tmd_core.toy.shipped import ASSETS, asset
 from tmd_core.toy.text import ToyTextEncoder
 
 NAMES = ("toy_teacher", "toy_tmd", "toy_dmd2v")

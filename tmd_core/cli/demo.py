@@ -36,7 +36,7 @@ def _random_wan(layers: int, seed: int):
 
 
 def run(args) -> int:
-    from ..toy.pipeline import ASSETS
+    from ..toy.shipped import ASSETS
 
     if not args.random and (ASSETS / "toy_tmd.safetensors").exists():
         from .toy import run_demo

@@ -1,4 +1,4 @@
-"""`tmd toy ...`: the toy world — demo, bench, train (issue 4)."""
+"""`tmd toy ...`: the toy world — demo, bench, train (docs/toy_world.md)."""
 
 from __future__ import annotations
 
@@ -57,8 +57,9 @@ def run_bench(args) -> int:
         write_json,
     )
     from ..toy.evaluate import dmd_methods, run_bench, teacher_methods, tmd_methods
-    from ..toy.pipeline import asset, run_outputs
+    from ..toy.pipeline import run_outputs
     from ..toy.probe import format_sensitivity, word_sensitivity
+    from ..toy.shipped import asset
     from ..toy.video_io import plot_quality_vs_nfe
 
     if args.run_dir:

@@ -1,23 +1,31 @@
-"""Toy clips <-> model latents: the space-to-depth "VAE" plus a fixed normalisation (like Wan's mean/std)."""
+"""Toy clips <-> normalised model latents through the toy VAE (autoencoder.py), like Wan's VAE + mean/std."""
 
 from __future__ import annotations
 
 import torch
 
-from .latent import DEFAULT_FORMAT, LatentFormat, latent_to_pixels
 
-# Clip values are in [-1, 1] with a black (-1) background: latents have mean ≈ -0.93 and std ≈ 0.35
-# over the world. Normalising to roughly zero mean and unit variance, as Wan does with its 16-value
-# latents_mean/std, keeps the flow-matching noise level meaningful.
-LATENT_MEAN = -0.9
-LATENT_STD = 0.35
+def _vae(vae):
+    if vae is None:
+        from .shipped import default_vae
+
+        return default_vae()
+    if isinstance(vae, (str, bytes)) or hasattr(vae, "__fspath__"):
+        from .shipped import load_vae_cached
+
+        return load_vae_cached(str(vae))
+    return vae
 
 
-def encode_clips(clips: torch.Tensor, fmt: LatentFormat = DEFAULT_FORMAT) -> torch.Tensor:
-    """Tensor[B, 3, F, H, W] in [-1, 1] -> normalised latent Tensor[B, 192, F/4, H/4, W/4] (default format)."""
-    return (fmt.pixels_to_latent(clips) - LATENT_MEAN) / LATENT_STD
+def encode_clips(clips: torch.Tensor, vae=None) -> torch.Tensor:
+    """Tensor[B, 3, F, H, W] in [-1, 1] -> normalised latent Tensor[B, 16, F/4, H/8, W/8].
+
+    Args:
+        vae: a ToyVAE, a path to one, or None for the shipped VAE.
+    """
+    return _vae(vae).encode(clips.float())
 
 
-def decode_latents(latents: torch.Tensor) -> torch.Tensor:
-    """Normalised latent -> clips Tensor[B, 3, F, H, W] clamped to [-1, 1]."""
-    return latent_to_pixels(latents.float() * LATENT_STD + LATENT_MEAN).clamp(-1, 1)
+def decode_latents(latents: torch.Tensor, vae=None) -> torch.Tensor:
+    """Normalised latent Tensor[B, 16, F', H', W'] -> clips Tensor[B, 3, 4F', 8H', 8W'] clamped to [-1, 1]."""
+    return _vae(vae).decode(latents.float().cpu())

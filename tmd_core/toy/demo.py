@@ -24,7 +24,7 @@ from .evaluate import (
     teacher_methods,
     tmd_methods,
 )
-from .pipeline import asset
+from .shipped import asset
 from .text import ToyTextEncoder
 from .video_io import make_grid, plot_quality_vs_nfe, write_video
 

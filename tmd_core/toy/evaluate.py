@@ -1,4 +1,4 @@
-"""ToyBench runs: generate the benchmark clips with each method and score them (issue 4's table)."""
+"""ToyBench runs: generate the benchmark clips with each method and score them (the ToyBench table, docs/toy_world.md)."""
 
 from __future__ import annotations
 
@@ -14,13 +14,9 @@ from ..sampler import sample_dmd, sample_teacher, sample_tmd
 from ..schedule import TMDSchedule
 from .bench import benchmark_set, score_clips
 from .codec import decode_latents
-from .latent import DEFAULT_FORMAT
+from .latent import LATENT_SHAPE
+from .teacher import TEACHER_CFG, TEACHER_SHIFT
 from .text import ToyTextEncoder
-
-# The toy teacher's sampler settings (Wan's defaults are shift 8 at 480p; the toy's 32 tokens want less).
-TEACHER_SHIFT = 3.0
-TEACHER_CFG = 4.0
-LATENT_SHAPE = DEFAULT_FORMAT.latent_shape()  # (192, 2, 8, 8): one 8-frame 32×32 clip
 
 
 @dataclass
@@ -68,8 +64,10 @@ def pair_seed(prompt, seed: int) -> int:
     return zlib.crc32(prompt.text.encode()) * 1000 + int(seed)
 
 
-def generate(method: Method, pairs, batch_size: int = 32) -> torch.Tensor:
-    """Clips Tensor[N, 3, F, H, W] for (prompt, seed) pairs; noise seeded per pair (same across methods)."""
+def generate(method: Method, pairs, batch_size: int = 32, vae=None) -> torch.Tensor:
+    """Clips Tensor[N, 3, F, H, W] for (prompt, seed) pairs; noise seeded per pair (same across methods).
+
+    `vae`: the toy VAE the models were trained with (a ToyVAE or its path; None: the shipped one)."""
     enc = ToyTextEncoder()
     clips = []
     for i in range(0, len(pairs), batch_size):
@@ -77,11 +75,11 @@ def generate(method: Method, pairs, batch_size: int = 32) -> torch.Tensor:
         noise = torch.cat([make_noise((1, *LATENT_SHAPE), seed=pair_seed(p, s)) for p, s in chunk])
         ctx = enc.encode([p.text for p, _ in chunk])
         neg = enc.null_context(len(chunk))
-        clips.append(decode_latents(method.run(noise, ctx, neg)))
+        clips.append(decode_latents(method.run(noise, ctx, neg), vae))
     return torch.cat(clips)
 
 
-def run_bench(methods: list[Method], pairs=None, progress: bool = True) -> list[dict]:
+def run_bench(methods: list[Method], pairs=None, progress: bool = True, vae=None) -> list[dict]:
     """Score every method on the benchmark set; rows for `format_table` / `plot_quality_vs_nfe`.
 
     Each row keeps its "per_clip" records, so two rows can be compared with `bench.compare(row_a, row_b,
@@ -91,7 +89,7 @@ def run_bench(methods: list[Method], pairs=None, progress: bool = True) -> list[
     rows = []
     for m in methods:
         t0 = time.perf_counter()
-        clips = generate(m, pairs)
+        clips = generate(m, pairs, vae=vae)
         seconds = time.perf_counter() - t0
         res = score_clips(clips, [p for p, _ in pairs], [s for _, s in pairs])
         rows.append({"name": m.name, "method": m.family, "nfe": round(m.nfe, 3), **res,
@@ -109,7 +107,7 @@ def _with_ci(res: dict, key: str) -> str:
     return f"{value:.3f}" + (f" [{ci[0]:.2f}, {ci[1]:.2f}]" if ci else "")
 
 
-def tmd_sample_fn(model, schedule: TMDSchedule) -> Callable:
+def tmd_sample_fn(model, schedule: TMDSchedule, vae=None) -> Callable:
     """A `spread.noise_spread` sample_fn for a TMD model: the outer noise of (prompt, seed) is the one
     `generate` uses (`pair_seed`); the inner noise y1 comes from `cpu_generator(inner_seed)` (None: the
     sampler's default, derived from the outer noise). Returns decoded clips."""
@@ -118,6 +116,36 @@ def tmd_sample_fn(model, schedule: TMDSchedule) -> Callable:
     def sample_fn(noise_seed: int, inner_seed: int | None, prompts) -> torch.Tensor:
         noise = torch.cat([make_noise((1, *LATENT_SHAPE), seed=pair_seed(p, noise_seed)) for p in prompts])
         gen = None if inner_seed is None else cpu_generator(inner_seed)
-        return decode_latents(sample_tmd(model, noise, enc.encode([p.text for p in prompts]), schedule, generator=gen))
+        return decode_latents(sample_tmd(model, noise, enc.encode([p.text for p in prompts]), schedule, generator=gen), vae)
 
     return sample_fn
+
+
+def bench_vae_row(vae=None, pairs=None) -> dict:
+    """ToyBench of real renders passed through the toy VAE (encode, decode): the ceiling of any generator,
+    and the reference noise floor (`background_std`) for generated clips."""
+    from .codec import encode_clips
+    from .world import render_batch
+
+    pairs = pairs if pairs is not None else benchmark_set()
+    clips = render_batch([p for p, _ in pairs], [s for _, s in pairs])
+    rec = decode_latents(encode_clips(clips, vae), vae)
+    res = score_clips(rec, [p for p, _ in pairs], [s for _, s in pairs])
+    return {"name": "real data through the VAE", "method": "real", "nfe": None, **res}
+
+
+SPREAD_PROMPTS = 12  # the first benchmark prompts (held out of training) used for the inner/outer-noise spread
+
+
+def add_noise_spread(row: dict, model, schedule: TMDSchedule, vae=None, outer_seeds=(0, 1, 2, 3),
+                     inner_draws: int = 4) -> dict:
+    """Attach the inner-noise sensitivity of a TMD row: spread over y1 with the outer noise fixed, over outer
+    noise, and over real renders (fractions of the frame side; spread.py), and inner / outer."""
+    from .bench import benchmark_prompts
+    from .spread import noise_spread
+
+    res = noise_spread(tmd_sample_fn(model, schedule, vae), benchmark_prompts()[:SPREAD_PROMPTS],
+                       outer_seeds=outer_seeds, inner_draws=inner_draws)
+    row.update({"inner_spread": res["inner"], "outer_spread": res["outer"], "real_spread": res["real"],
+                "inner_outer_ratio": res["ratio"], "inner_agree": res["agree"]})
+    return row

@@ -1,4 +1,4 @@
-"""`tmd toy train`: the whole toy world from scratch — teacher, data, TMD student, DMD2-v baseline, bench.
+"""`tmd toy train`: the whole toy world from scratch — VAE, teacher, data, TMD student, DMD2-v baseline.
 
 Every step writes its result atomically and is skipped when that result exists, so re-running the
 command continues where an interrupted run stopped (each training step also resumes mid-way).
@@ -16,18 +16,20 @@ from pathlib import Path
 import torch
 
 from ..errors import InputError
-from .evaluate import LATENT_SHAPE, TEACHER_CFG, TEACHER_SHIFT
+from .latent import LATENT_SHAPE
+from .shipped import ASSETS, NAMES
+from .teacher import TEACHER_CFG, TEACHER_SHIFT
 from .text import ToyTextEncoder
 from .world import prompt_split
 
 log = logging.getLogger(__name__)
-ASSETS = Path(__file__).with_name("assets")
 
 
 @dataclasses.dataclass
 class ToyPlan:
     """Sizes of one from-scratch run (the shipped files; times in README "Toy world")."""
 
+    vae_iterations: int = 6000
     teacher_iterations: int = 10000
     data_seeds_per_prompt: int = 8  # 192 training prompts x 8 = 1536 teacher samples
     data_steps: int = 25  # teacher Euler steps with CFG for the training set (50 NFE per sample)
@@ -36,14 +38,23 @@ class ToyPlan:
     dmd_iterations: int = 2000  # the DMD2-v baseline: as many stage-2 iterations as TMD
 
 
-def _teacher(run: Path, plan: ToyPlan) -> Path:
+def _vae(run: Path, plan: ToyPlan) -> Path:
+    from .autoencoder import VAETrainConfig, train_vae
+
+    out = run / "vae.safetensors"
+    if out.exists():  # written once, at the end of training
+        return out
+    return train_vae(out, VAETrainConfig(iterations=plan.vae_iterations))
+
+
+def _teacher(run: Path, vae: Path, plan: ToyPlan) -> Path:
     from .teacher import TeacherTrainConfig, train_teacher
 
     out = run / "teacher.safetensors"
     state = run / "teacher.trainstate.safetensors"
     if out.exists() and not state.exists():
         return out
-    train_teacher(out, TeacherTrainConfig(iterations=plan.teacher_iterations))
+    train_teacher(out, TeacherTrainConfig(iterations=plan.teacher_iterations), vae=vae)
     state.unlink(missing_ok=True)  # finished: the EMA weights in `out` are the teacher
     return out
 
@@ -91,34 +102,38 @@ def train_all(run_dir="runs/toy", plan: ToyPlan | None = None, install: bool = F
     run.mkdir(parents=True, exist_ok=True)
     times = {}
     t0 = time.time()
-    teacher = _teacher(run, plan)
-    times["teacher"] = time.time() - t0
+    vae = _vae(run, plan)
+    times["vae"] = time.time() - t0
+    teacher = _teacher(run, vae, plan)
+    times["teacher"] = time.time() - t0 - sum(times.values())
     data = _data(run, teacher, plan)
     times["data"] = time.time() - t0 - sum(times.values())
     tmd = _distill(run, teacher, data, plan, "tmd")
     times["tmd"] = time.time() - t0 - sum(times.values())
     dmd = _distill(run, teacher, data, plan, "dmd")
     times["dmd2v"] = time.time() - t0 - sum(times.values())
-    result = {"teacher": str(teacher), "data": str(data), "tmd": str(tmd), "dmd2v": str(dmd),
+    result = {"vae": str(vae), "teacher": str(teacher), "data": str(data), "tmd": str(tmd), "dmd2v": str(dmd),
               "seconds": {k: round(v, 1) for k, v in times.items()}, "plan": dataclasses.asdict(plan)}
     (run / "train_all.json").write_text(json.dumps(result, indent=1))
     if install:
-        install_assets(teacher, tmd, dmd)
+        install_assets(run_outputs(run))
     return result
 
 
-def install_assets(teacher: Path, tmd: Path, dmd: Path) -> None:
-    """Copy the three checkpoints into tmd_core/toy/assets as bf16 (the shipped toy world, <= 20 MB)."""
+def install_assets(paths: dict[str, Path]) -> None:
+    """Copy a run's files into tmd_core/toy/assets, the models as bf16 (the shipped toy world, <= 20 MB)."""
     from safetensors import safe_open
     from safetensors.torch import load_file
 
     from ..checkpoint import atomic_save_safetensors
 
     ASSETS.mkdir(exist_ok=True)
-    for src, name in ((teacher, "toy_teacher"), (tmd, "toy_tmd"), (dmd, "toy_dmd2v")):
+    for name, src in paths.items():
         with safe_open(str(src), "pt") as f:
             meta = f.metadata() or {}
-        sd = {k: v.to(torch.bfloat16) if v.is_floating_point() else v for k, v in load_file(str(src)).items()}
+        # the VAE stays fp32 (1.3 MB): its decoder draws every pixel the benchmark reads
+        cast = name != "toy_vae"
+        sd = {k: v.to(torch.bfloat16) if cast and v.is_floating_point() else v for k, v in load_file(str(src)).items()}
         atomic_save_safetensors(sd, ASSETS / f"{name}.safetensors", meta)
         side = src.with_name(src.name.removesuffix(".safetensors") + ".config.json")
         if side.exists():
@@ -126,19 +141,12 @@ def install_assets(teacher: Path, tmd: Path, dmd: Path) -> None:
 
 
 def run_outputs(run_dir) -> dict[str, Path]:
-    """The three checkpoints of a `train_all` run folder, by asset name; raises if one is missing."""
+    """The files of a `train_all` run folder, by asset name (shipped.NAMES); raises if one is missing."""
     run = Path(run_dir)
-    paths = {"toy_teacher": run / "teacher.safetensors", "toy_tmd": run / "tmd" / "toy_tmd.safetensors",
-             "toy_dmd2v": run / "dmd2v" / "toy_dmd2v.safetensors"}
+    paths = {"toy_vae": run / "vae.safetensors", "toy_teacher": run / "teacher.safetensors",
+             "toy_tmd": run / "tmd" / "toy_tmd.safetensors", "toy_dmd2v": run / "dmd2v" / "toy_dmd2v.safetensors"}
+    assert tuple(paths) == NAMES
     missing = [str(p) for p in paths.values() if not p.exists()]
     if missing:
         raise InputError(f"the run folder {run} is incomplete, missing: {', '.join(missing)}; run `tmd toy train --run-dir {run}`")
     return paths
-
-
-def asset(name: str) -> Path:
-    """Path of a shipped toy checkpoint: "toy_teacher", "toy_tmd" or "toy_dmd2v"."""
-    path = ASSETS / f"{name}.safetensors"
-    if not path.exists():
-        raise InputError(f"the toy checkpoint {name} is not installed ({path}): run `tmd toy train --install`")
-    return path

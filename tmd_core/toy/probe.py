@@ -13,7 +13,6 @@ import torch
 
 from ..model import wan_timestep
 from .codec import encode_clips
-from .latent import DEFAULT_FORMAT, LatentFormat
 from .text import ToyTextEncoder
 from .world import COLOURS, SHAPES, Prompt, training_batch
 
@@ -28,7 +27,7 @@ SWAPS = {
 
 @torch.no_grad()
 def word_sensitivity(model, times=(0.6, 0.9, 0.95, 0.98, 0.99), batch_size: int = 48, seed: int = 4242,
-                     fmt: LatentFormat = DEFAULT_FORMAT) -> dict:
+                     vae=None) -> dict:
     """Relative loss increase when one word is swapped, per noise level.
 
     Args:
@@ -36,14 +35,14 @@ def word_sensitivity(model, times=(0.6, 0.9, 0.95, 0.98, 0.99), batch_size: int 
         times: noise levels t (1 = noise).
         batch_size: clips drawn (still ones are dropped: they have no direction or speed).
         seed: draws the clips and the noise.
-        fmt: the model's latent format (the first toy teacher used LatentFormat(temporal=1)).
+        vae: the toy VAE the model was trained with (a ToyVAE or its path; None: the shipped one).
     Returns:
         {"t": [...], "loss": [...], "colour": [...], "shape": [...], "direction": [...], "speed": [...]}
         where each word's list holds (loss with the word swapped) / loss - 1 at each t.
     """
     clips, prompts = training_batch(batch_size, seed=seed)
     keep = [i for i, p in enumerate(prompts) if p.direction != "still"]
-    x, prompts = encode_clips(clips[keep], fmt), [prompts[i] for i in keep]
+    x, prompts = encode_clips(clips[keep], vae), [prompts[i] for i in keep]
     B = len(prompts)
     noise = torch.randn(x.shape, generator=torch.Generator().manual_seed(seed))
     enc = ToyTextEncoder()

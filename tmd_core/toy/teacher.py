@@ -27,6 +27,10 @@ from .world import training_batch
 
 log = logging.getLogger(__name__)
 
+# The toy teacher's sampler settings (Wan's defaults are shift 8 at 480p; the toy's 32 tokens want less).
+TEACHER_SHIFT = 3.0
+TEACHER_CFG = 4.0
+
 
 @dataclass
 class TeacherTrainConfig:
@@ -46,6 +50,7 @@ class TeacherTrainConfig:
 
 
 def build_teacher(cfg: TeacherTrainConfig):
+    """A fresh toy DiT (diffusers WanTransformer3DModel) in the toy latent and text formats."""
     from diffusers import WanTransformer3DModel
 
     torch.manual_seed(cfg.seed)
@@ -56,11 +61,9 @@ def flow_matching_loss(model, x: torch.Tensor, context: torch.Tensor, generator:
                        t_shift: float = 1.0) -> torch.Tensor:
     """‖v_θ(x_t, t, c) - (x1 - x)‖², x_t = (1 - t) x + t x1 (Eq. 1-2), t = shift_γ(logit-normal(0, 1)).
 
-    The shift (SD3's timestep shift, METHOD.md §1's shift_γ) moves training towards high noise. The
-    toy's objects are few pixels of large normalised amplitude (≈ 5 against a background of ≈ -0.3),
-    so the layout of a clip is decided at t > 0.9, which plain logit-normal(0, 1) draws 1.4 % of the
-    time and shift_3 of it 14 %. The shift alone did not make the first toy teacher (one latent frame
-    per frame) learn motion; 4-frame latent cells did (toy/latent.py).
+    The shift (SD3's timestep shift, docs/method.md §1's shift_γ) moves training towards high noise. The
+    toy's clips are one small object on black, so their layout is decided at high noise, which plain
+    logit-normal(0, 1) draws rarely (t > 0.9: 1.4 % of the time; shift_3 of it: 14 %).
     """
     B = x.shape[0]
     t = shift_time(torch.sigmoid(torch.randn(B, generator=generator)), t_shift)
@@ -84,10 +87,12 @@ def save_teacher(model, path: Path, provenance: dict) -> None:
     side.write_text(json.dumps(transformer_config_dict(model), indent=1))
 
 
-def train_teacher(out: str | Path, cfg: TeacherTrainConfig | None = None, *, progress: bool = True,
+def train_teacher(out: str | Path, cfg: TeacherTrainConfig | None = None, *, vae=None, progress: bool = True,
                   should_stop=None) -> Path:
     """Train (or resume training) the toy teacher; writes the EMA weights to `out`.
 
+    Args:
+        vae: the toy VAE that makes the latents (a ToyVAE or its path; None: the shipped one).
     Resumes from `<out stem>.trainstate.safetensors` when present (same cfg): re-run to continue.
     """
     from tqdm import tqdm
@@ -111,7 +116,7 @@ def train_teacher(out: str | Path, cfg: TeacherTrainConfig | None = None, *, pro
         g = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step)
         clips, prompts = training_batch(cfg.batch_size, seed=cfg.seed * 7919 + step, split="train")
         texts = [p.text if torch.rand((), generator=g) >= cfg.cond_dropout else "" for p in prompts]
-        x = encode_clips(clips)
+        x = encode_clips(clips, vae)
         lr = cfg.lr * min(1.0, (step + 1) / cfg.warmup) * (0.1 + 0.45 * (1 + math.cos(math.pi * step / cfg.iterations)))
         for group in opt.param_groups:
             group["lr"] = lr
@@ -126,11 +131,14 @@ def train_teacher(out: str | Path, cfg: TeacherTrainConfig | None = None, *, pro
         losses.append(loss.item())
         bar.update(1)
         bar.set_postfix(loss=f"{sum(losses[-50:]) / len(losses[-50:]):.4f}")
+        if (step + 1) % 250 == 0:
+            log.info("toy teacher step %d/%d: loss %.4f (mean of 50), %.0f s", step + 1, cfg.iterations,
+                     sum(losses[-50:]) / len(losses[-50:]), time.time() - t0)
         last = step + 1 == cfg.iterations
         stop = should_stop is not None and should_stop()
         if (step + 1) % cfg.save_every == 0 or last or stop:
             _save_state(state, model, ema, opt, step + 1, names)
-            prov = {"what": "toy teacher", "iterations": step + 1, "config": asdict(cfg),
+            prov = {"what": "toy teacher", "iterations": step + 1, "config": asdict(cfg), "vae": str(vae or "shipped"),
                     "final_loss_ema50": sum(losses[-50:]) / len(losses[-50:]), "seconds": round(time.time() - t0, 1)}
             save_teacher(ema, out, prov)
         if stop:

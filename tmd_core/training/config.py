@@ -1,4 +1,4 @@
-"""Typed training configuration with named presets and strict YAML overrides (METHOD.md §4–5)."""
+"""Typed training configuration with named presets and strict YAML overrides (docs/method.md §4–5, §7)."""
 
 from __future__ import annotations
 
@@ -21,14 +21,14 @@ class ModelConfig:
 class ScheduleConfig:
     outer_steps: int = 2  # M: student transitions
     inner_steps: int = 2  # N: flow-head steps
-    outer_shift: float = 10.0  # γ of t_student (METHOD.md §1)
+    outer_shift: float = 10.0  # γ of t_student (docs/method.md §1)
     inner_shift: float = 10.0  # γ of the inner grid
     t_max: float = 0.999
 
 
 @dataclass
 class Stage1Config:
-    """TM-MF pretraining (METHOD.md §4, Alg. 2)."""
+    """TM-MF pretraining (docs/method.md §4, Alg. 2)."""
 
     iterations: int = 3000
     lr: float = 3e-5  # AdamW (1e-5 for 14B)
@@ -45,7 +45,7 @@ class Stage1Config:
 
 @dataclass
 class Stage2Config:
-    """DMD2-v with flow-head rollout (METHOD.md §5)."""
+    """DMD2-v with flow-head rollout (docs/method.md §5)."""
 
     iterations: int = 4000  # 4k for M >= 2, 12k for M = 1
     lr_student: float = 1e-5
@@ -63,6 +63,10 @@ class Stage2Config:
     student_kind: str = "tmd"  # "tmd" (decoupled, rollout) | "dmd" (DMD2-v baseline, Eq. 18)
     kd_warmup_iterations: int = 0  # one-step DMD2-v baseline only: regress teacher ODE pairs first
     init_from_teacher: bool = False  # allow a teacher-initialised TMD student without stage 1 / student_init
+    # weight of the stage-1 TM-MF loss on the real data, added to every student update (TMD only; 0 = the
+    # paper's stage 2). DMD and GAN match the distribution of x̂ only, which a deterministic transition can
+    # match; the TM-MF term keeps the flow head a sampler of p(y | m) (docs/method.md §5).
+    tmmf_weight: float = 0.0
 
 
 @dataclass
@@ -101,7 +105,7 @@ def wan21_14b() -> TrainConfig:
     cfg.schedule.outer_steps, cfg.schedule.inner_steps = 1, 4
     cfg.stage1.lr = 1e-5
     cfg.stage2.iterations = 12000
-    cfg.stage2.disc_layers = (19, 29, 39)  # METHOD.md §5 for 14B (the L/2, 3L/4, L-1 rule gives 20, 30, 39)
+    cfg.stage2.disc_layers = (19, 29, 39)  # docs/method.md §5 for 14B (the L/2, 3L/4, L-1 rule gives 20, 30, 39)
     return cfg
 
 
@@ -261,6 +265,10 @@ def check_config(cfg: TrainConfig, world_size: int = 1, *, teacher_given: bool =
             raise ConfigError(f"{stage}.iterations must be >= 1, got {getattr(cfg, stage).iterations}")
     if cfg.stage2.student_kind not in ("tmd", "dmd"):
         raise ConfigError(f"stage2.student_kind must be 'tmd' or 'dmd', got {cfg.stage2.student_kind!r}")
+    if cfg.stage2.tmmf_weight < 0 or cfg.stage2.tmmf_weight != cfg.stage2.tmmf_weight:
+        raise ConfigError(f"stage2.tmmf_weight must be >= 0, got {cfg.stage2.tmmf_weight}")
+    if cfg.stage2.student_kind == "dmd" and cfg.stage2.tmmf_weight > 0:
+        raise ConfigError("stage2.tmmf_weight needs a TMD student (the DMD2-v baseline has no flow head): set it to 0")
     if cfg.stage2.student_kind == "dmd" and "stage1" in stages:
         raise ConfigError("the DMD2-v baseline (stage2.student_kind: dmd) has no stage 1: set stages: [stage2]")
     if (

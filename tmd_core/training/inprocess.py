@@ -1,6 +1,6 @@
-"""Distillation driven from inside another program (DESIGN.md "Training": a host such as ComfyUI drives the loop).
+"""Distillation driven from inside another program (docs/design.md §7: a host such as ComfyUI drives the loop).
 
-`distill_in_process` makes the training set with the in-memory teacher (METHOD.md §6), unless a data
+`distill_in_process` makes the training set with the in-memory teacher (docs/method.md §6), unless a data
 folder is given, then runs `run_distill` (§4–5) on it, all in one run folder:
 
     <run_dir>/data/                  the teacher's samples (tmd-data/1), when made here
@@ -44,11 +44,12 @@ class DistillResult:
 
 
 def is_toy_teacher(teacher) -> bool:
-    """True for a model of the toy world (tmd_core.toy): 192 latent channels, 32-wide toy text embeddings."""
-    from ..toy.latent import DEFAULT_FORMAT
+    """True for a model of the toy world (tmd_core.toy): its 16-channel VAE latents and 32-wide toy text embeddings
+    (Wan2.1 has 16 channels too, but 4096-wide umt5 text)."""
+    from ..toy.latent import LATENT_CHANNELS
     from ..toy.text import TEXT_DIM
 
-    return teacher.config.in_channels == DEFAULT_FORMAT.channels and teacher.config.text_dim == TEXT_DIM
+    return teacher.config.in_channels == LATENT_CHANNELS and teacher.config.text_dim == TEXT_DIM
 
 
 def preset_for_teacher(teacher) -> str:
@@ -63,23 +64,24 @@ def latent_shape_for(teacher, frames: int, height: int, width: int) -> tuple[int
     """(C, F, H, W) of the latent of a `frames` x `height` x `width` video for this teacher's VAE.
 
     Wan2.1 (16 channels): ((frames - 1) // 4 + 1, height / 8, width / 8), like EmptyHunyuanLatentVideo;
-    the toy world (192 channels): its 4-frame x 4x4 space-to-depth (frames / 4, height / 4, width / 4).
+    the toy world (16 channels, 32-wide text): its VAE's (frames / 4, height / 8, width / 8).
     """
-    from ..toy.latent import DEFAULT_FORMAT as fmt
+    from ..toy import latent as toy_latent
 
     cfg = teacher.config
     if is_toy_teacher(teacher):
-        if frames % fmt.temporal:
-            raise InputError(f"toy videos have a multiple of {fmt.temporal} frames (one latent frame per {fmt.temporal}), got {frames}")
-        shape = (fmt.channels, frames // fmt.temporal, height // fmt.spatial, width // fmt.spatial)
-        cell = fmt.spatial
+        if frames % toy_latent.TEMPORAL:
+            raise InputError(f"toy videos have a multiple of {toy_latent.TEMPORAL} frames (one latent frame per "
+                             f"{toy_latent.TEMPORAL}), got {frames}")
+        cell = toy_latent.SPATIAL
+        shape = (toy_latent.LATENT_CHANNELS, frames // toy_latent.TEMPORAL, height // cell, width // cell)
     elif cfg.in_channels == 16:
         cell = WAN21_VAE[1]
         shape = (16, (frames - 1) // WAN21_VAE[0] + 1, height // cell, width // cell)
     else:
         raise InputError(
-            f"the teacher has {cfg.in_channels} latent channels: data can be made for Wan2.1 (16) and the toy world "
-            f"({fmt.channels}) only; give a data folder made with this teacher instead"
+            f"the teacher has {cfg.in_channels} latent channels: data can be made for Wan2.1 and the toy world "
+            "(16 channels) only; give a data folder made with this teacher instead"
         )
     step = cell * cfg.patch_size[1]
     if height % step or width % step or min(shape[1:]) < 1:

@@ -1,6 +1,6 @@
-"""Stage 1: transition-matching MeanFlow (TM-MF) pretraining of the flow head (METHOD.md §4, paper Alg. 2).
+"""Stage 1: transition-matching MeanFlow (TM-MF) pretraining of the flow head (docs/method.md §4, paper Alg. 2).
 
-Sign convention (METHOD.md §2 decision): one flow-map step is y_r = y_s - (s - r) u(y_s, s, r; m).
+Sign convention (docs/method.md §2.4 decision): one flow-map step is y_r = y_s - (s - r) u(y_s, s, r; m).
 
 MeanFlow identity in that convention. The inner flow runs from s = 1 (noise y1) to s = 0 (the
 transition target y) along dy/ds = v(y_s, s); for the conditional path y_s = (1 - s) y + s y1
@@ -29,7 +29,7 @@ from ..model import BackboneOut
 from ..schedule import shift_time, shifted_grid
 from ..transition import average_velocity
 
-S_MIN, S_MAX = 0.001, 0.999  # clip of the s sampler (METHOD.md §4)
+S_MIN, S_MAX = 0.001, 0.999  # clip of the s sampler (docs/method.md §4)
 
 
 def _per_sample(v: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
@@ -38,14 +38,14 @@ def _per_sample(v: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
 
 
 def sample_outer_times(batch_size: int, schedule_cfg, generator: torch.Generator) -> torch.Tensor:
-    """t_i ~ Unif{t_1, ..., t_M} of the student's outer grid (METHOD.md §4/§5). Returns Tensor[B] float64."""
+    """t_i ~ Unif{t_1, ..., t_M} of the student's outer grid (docs/method.md §4/§5). Returns Tensor[B] float64."""
     grid = shifted_grid(schedule_cfg.outer_steps, schedule_cfg.outer_shift, schedule_cfg.t_max)  # t_M .. t_0
     idx = torch.randint(0, schedule_cfg.outer_steps, (batch_size,), generator=generator)
     return grid[:-1][idx]
 
 
 def sample_s_r(batch_size: int, inner_grid: torch.Tensor, cfg, generator: torch.Generator):
-    """(s, r) of TM-MF (METHOD.md §4).
+    """(s, r) of TM-MF (docs/method.md §4).
 
     s = clip(shift_{s_shift}(U), 0.001, 0.999); r = the largest inner-grid point <= s; for a share
     `r_equals_s_share` of the batch r = s. That share is realised per batch by stochastic rounding
@@ -54,7 +54,7 @@ def sample_s_r(batch_size: int, inner_grid: torch.Tensor, cfg, generator: torch.
 
     Args:
         batch_size: B.
-        inner_grid (Tensor[N + 1]): inner grid in any order (METHOD.md §1), must contain 0.
+        inner_grid (Tensor[N + 1]): inner grid in any order (docs/method.md §1), must contain 0.
         cfg: Stage1Config (s_shift, r_equals_s_share, plain_tm).
         generator: CPU generator; draws, in order: U of s, then the rounding U and the permutation.
     Returns:
@@ -131,7 +131,7 @@ def finite_difference_du_ds(student, out: BackboneOut, y_s, v_g, s, r, delta: fl
         out: the BackboneOut of y_s's transition (m reused, not recomputed).
         y_s, v_g (Tensor[B, C, F, H, W]): inner state and the (CFG) velocity giving the tangent.
         s, r (Tensor[B]): inner times, r <= s.
-        delta: δ (METHOD.md: 5e-3).
+        delta: δ (docs/method.md §4: 5e-3).
     Returns:
         Tensor[B, C, F, H, W] float32 (float64 if y_s is); exactly zero where r = s.
     """
@@ -181,7 +181,7 @@ def _pair_contexts(context: torch.Tensor, negative: torch.Tensor, batch_size: in
 
 
 def adaptive_loss(u: torch.Tensor, target: torch.Tensor, norm_c: float | None = None):
-    """‖u - û‖² / sg(‖u - û‖² + c) per sample, averaged over the batch (METHOD.md §4).
+    """‖u - û‖² / sg(‖u - û‖² + c) per sample, averaged over the batch (docs/method.md §4).
 
     c = d (the number of elements of one sample) unless `norm_c` is given (an absolute value).
     Returns (loss, per-sample squared error Tensor[B]).
@@ -192,7 +192,7 @@ def adaptive_loss(u: torch.Tensor, target: torch.Tensor, norm_c: float | None = 
 
 
 def tmmf_loss(student, batch: dict, schedule_cfg, stage1_cfg, generator: torch.Generator):
-    """The TM-MF loss of one batch (METHOD.md §4, Alg. 2); backbone, fusion and head all get gradients.
+    """The TM-MF loss of one batch (docs/method.md §4, Alg. 2); backbone, fusion and head all get gradients.
 
     Args:
         student: TMDModel.
@@ -240,7 +240,9 @@ def tmmf_loss(student, batch: dict, schedule_cfg, stage1_cfg, generator: torch.G
     live = (s > r).to(dev)
     logs = {
         "loss": loss.detach(),
-        "mse": (err / u[0].numel()).mean().detach(),  # raw mean squared error per element
+        "mse": (err / u[0].numel()).mean().detach(),  # raw mean squared error of u per element
+        # the same error in the head's units (s (u - û) = head's miss; u divides by s, so small s inflates mse)
+        "mse_head": (err * s.to(err) ** 2 / u[0].numel()).mean().detach(),
         "share_r_eq_s": (~live).float().mean(),
         "share_dropped": drop.float().mean(),
         "mean_s": s.mean().float(),

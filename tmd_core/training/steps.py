@@ -1,4 +1,4 @@
-"""One optimisation step of each stage: which losses run, in which order, on which optimiser (METHOD.md §4–5)."""
+"""One optimisation step of each stage: which losses run, in which order, on which optimiser (docs/method.md §4–5)."""
 
 from __future__ import annotations
 
@@ -52,7 +52,7 @@ def average_gradients(module: torch.nn.Module, world_size: int) -> None:
 
 
 class Stage1Trainer:
-    """TM-MF (METHOD.md §4): one AdamW step of the whole student per iteration."""
+    """TM-MF (docs/method.md §4): one AdamW step of the whole student per iteration."""
 
     def __init__(self, cfg, student, accelerator):
         self.cfg, self.student, self.acc = cfg, student, accelerator
@@ -75,7 +75,7 @@ class Stage1Trainer:
 
 
 class Stage2Trainer:
-    """DMD2-v with rollout (METHOD.md §5): fake score + discriminator every iteration, the student every
+    """DMD2-v with rollout (docs/method.md §5): fake score + discriminator every iteration, the student every
     `student_every`-th (DMD2's order: the generator step first, then the critics on its detached x̂).
     The first `kd_warmup_iterations` steps (DMD2-v baseline only) regress the teacher's noise->data pairs."""
 
@@ -135,6 +135,12 @@ class Stage2Trainer:
             with self.acc.autocast():
                 x_hat, _ = generator_sample(self.student, batch, s, c, generator)
                 loss, logs = generator_loss(x_hat, self.teacher, self.fake_score, self.disc, batch, c, generator)
+                if c.tmmf_weight > 0:  # stage-1 TM-MF on the real data keeps the transition stochastic
+                    from .stage1_tmmf import tmmf_loss
+
+                    tm, tm_logs = tmmf_loss(self.student, batch, s, self.cfg.stage1, generator)
+                    loss = loss + c.tmmf_weight * tm
+                    logs = {**logs, "tmmf_loss": tm_logs["loss"]}
             loss.backward()
             self._update("student")
             x_hat = x_hat.detach()

@@ -1,0 +1,258 @@
+"""The toy-world study behind the README's TMD vs DMD2-v table: variants × training seeds, benched with ToyBench.
+
+    python benchmarks/toy_study.py run s1_tmmf --seed 0        # stage 1 (TM-MF), 1.5k iterations
+    python benchmarks/toy_study.py run tmd_w0.3 --seed 0       # stage 2 from s1_tmmf (same seed), TM-MF weight 0.3
+    python benchmarks/toy_study.py run dmd2v --seed 0          # the DMD2-v baseline, same stage-2 budget
+    python benchmarks/toy_study.py bench tmd_w0.3 --seed 0     # ToyBench rows (+ inner-noise spread) -> bench.json
+    python benchmarks/toy_study.py report                      # all benched runs -> results/toy_study.{json,md}, plots
+
+Every run is `tmd_core.training.loop.run_distill` on the toy preset with the overrides of its variant,
+on one teacher and one data folder (`--world`, a `tmd toy train` run folder: vae, teacher, data), into
+`--out/<variant>_s<seed>/` (config.yaml, log.jsonl, checkpoints; re-running resumes). One torch thread per
+process, so two runs share the two cores of this machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import torch
+
+STAGE1 = {  # stage-1 variants: overrides of the toy preset
+    "s1_tmmf": {},
+    "s1_tm": {"stage1": {"plain_tm": True}},
+    "s1_concat": {"model": {"fusion": "concat"}},
+    "s1_tmmf_3k": {"stage1": {"iterations": 3000}},
+}
+
+
+def variant(name: str) -> tuple[dict, str | None]:
+    """(overrides, stage-1 variant it starts from or None) of a variant name.
+
+    Stage-2 names: dmd2v; tmd_w<weight>[_from_<stage-1 variant>][_lr<student lr>][_dmdshift<γ>].
+    """
+    if name in STAGE1:
+        return {"stages": ["stage1"], **STAGE1[name]}, None
+    if name == "dmd2v":
+        return {"stages": ["stage2"], "name": "toy_dmd2v", "stage2": {"student_kind": "dmd"}}, None
+    if name.startswith("dmd2v_dmdshift"):
+        return {"stages": ["stage2"], "name": "toy_dmd2v", "stage2": {"student_kind": "dmd", "dmd_shift": float(name[14:])}}, None
+    if not name.startswith("tmd_w"):
+        raise SystemExit(f"unknown variant {name!r}")
+    parts = name[5:].split("_")
+    s2 = {"tmmf_weight": float(parts[0])}
+    start, over = "s1_tmmf", {}
+    for p in parts[1:]:
+        if p.startswith("from"):
+            start = "s1_" + p[4:]
+        elif p.startswith("lr"):
+            s2["lr_student"] = float(p[2:])
+        elif p.startswith("dmdshift"):
+            s2["dmd_shift"] = float(p[8:])
+        else:
+            raise SystemExit(f"unknown part {p!r} of {name!r}")
+    over = {"stages": ["stage2"], "stage2": s2, **{k: v for k, v in STAGE1[start].items() if k == "model"}}
+    return over, start
+
+
+def run_dir(out: Path, name: str, seed: int) -> Path:
+    return out / f"{name}_s{seed}"
+
+
+def result_path(out: Path, name: str, seed: int) -> Path:
+    d = run_dir(out, name, seed)
+    if name in STAGE1:
+        return d / "toy_tmd.safetensors"
+    return d / ("toy_dmd2v.safetensors" if name.startswith("dmd2v") else "toy_tmd.safetensors")
+
+
+def cmd_run(args) -> None:
+    from tmd_core.training.config import apply_overrides, preset
+    from tmd_core.training.loop import run_distill
+
+    world = Path(args.world)
+    over, start = variant(args.variant)
+    cfg = preset("toy")
+    apply_overrides(cfg, {k: v for k, v in over.items() if k != "stages"})
+    cfg.stages = tuple(over["stages"])
+    cfg.seed = args.seed
+    cfg.model.teacher, cfg.data = str(world / "teacher.safetensors"), str(world / "data")
+    cfg.output_dir = str(run_dir(Path(args.out), args.variant, args.seed))
+    if start is not None:
+        init = result_path(Path(args.out), start, args.seed)
+        if not init.is_file():
+            raise SystemExit(f"{args.variant} starts from {init}: run `toy_study.py run {start} --seed {args.seed}` first")
+        cfg.model.student_init = str(init)
+    path = run_distill(cfg, resume=Path(cfg.output_dir).exists())
+    print(f"wrote {path}")
+
+
+def _bench_rows(out: Path, name: str, seed: int, world: Path, quick: bool) -> list[dict]:
+    from tmd_core.checkpoint import load_tmd
+    from tmd_core.loading import load_teacher
+    from tmd_core.schedule import TMDSchedule
+    from tmd_core.toy.autoencoder import load_vae
+    from tmd_core.toy.bench import benchmark_set
+    from tmd_core.toy.evaluate import add_noise_spread, dmd_methods, run_bench, tmd_methods
+
+    vae = load_vae(world / "vae.safetensors")
+    pairs = [p for p in benchmark_set() if p[1] == 0] if quick else benchmark_set()
+    path = result_path(out, name, seed)
+    if name.startswith("dmd2v"):
+        return run_bench(dmd_methods(load_teacher(path, dtype=torch.float32)), pairs, vae=vae)
+    model = load_tmd(path, dtype=torch.float32)
+    rows = run_bench(tmd_methods(model, grid=((1, 1), (1, 2), (2, 1), (2, 2), (2, 4))), pairs, vae=vae)
+    c = model.tmd_config
+    for row in rows:
+        if row["name"] in ("TMD outer 1 x inner 2", "TMD outer 2 x inner 2"):
+            m = int(row["name"].split()[2])
+            sched = TMDSchedule(outer_steps=m, inner_steps=2, outer_shift=c.outer_shift, inner_shift=c.inner_shift)
+            add_noise_spread(row, model, sched, vae)
+            print(f"  {row['name']}: inner/outer spread {row['inner_spread']:.4f} / {row['outer_spread']:.4f} "
+                  f"= {row['inner_outer_ratio']:.2f} (real {row['real_spread']:.4f})", flush=True)
+    return rows
+
+
+def cmd_bench(args) -> None:
+    out = Path(args.out)
+    rows = _bench_rows(out, args.variant, args.seed, Path(args.world), args.quick)
+    target = run_dir(out, args.variant, args.seed) / ("bench_quick.json" if args.quick else "bench.json")
+    target.write_text(json.dumps({"variant": args.variant, "seed": args.seed, "rows": rows}, default=str))
+    print(f"wrote {target}")
+
+
+def _log_curves(folder: Path) -> dict:
+    curves = {}
+    log = folder / "log.jsonl"
+    if not log.exists():
+        return curves
+    for line in log.read_text().splitlines():
+        rec = json.loads(line)
+        if "step" not in rec or "stage" not in rec or "event" in rec:
+            continue
+        for k, v in rec.items():
+            if isinstance(v, (int, float)) and k not in ("step", "it_s", "mem_mb"):
+                curves.setdefault(f"{rec['stage']}/{k}", []).append((rec["step"], v))
+    return curves
+
+
+KEYS = ("adherence", "quality", "diversity", "overall", "speed_error_px", "background_std",
+        "inner_spread", "outer_spread", "inner_outer_ratio")
+
+
+def cmd_report(args) -> None:
+    from tmd_core.toy.bench import compare
+    from tmd_core.toy.stats import seed_spread
+
+    out = Path(args.out)
+    benches = {}
+    for f in sorted(out.glob("*_s*/bench.json")):
+        doc = json.loads(f.read_text())
+        benches.setdefault(doc["variant"], {})[doc["seed"]] = {r["name"]: r for r in doc["rows"]}
+    summary = {}
+    for var, by_seed in benches.items():
+        names = sorted({n for rows in by_seed.values() for n in rows})
+        for row_name in names:
+            key = f"{var} | {row_name}"
+            vals = {k: [rows[row_name].get(k) for rows in by_seed.values() if row_name in rows] for k in KEYS}
+            summary[key] = {"variant": var, "row": row_name, "seeds": sorted(by_seed), "nfe": next(
+                rows[row_name]["nfe"] for rows in by_seed.values() if row_name in rows)}
+            for k, v in vals.items():
+                v = [x for x in v if x is not None]
+                if v:
+                    summary[key][k] = seed_spread(v) if len(v) > 1 else {"mean": v[0], "values": v}
+    # paired comparisons seed by seed (same prompts and noise): TMD rows vs DMD2-v rows
+    pairs = []
+    for tmd_var in [v for v in benches if v.startswith("tmd_w")]:
+        for a, b in (("TMD outer 2 x inner 2", "DMD2-v 2-step"), ("TMD outer 1 x inner 2", "DMD2-v 1-step")):
+            for seed in sorted(set(benches[tmd_var]) & set(benches.get("dmd2v", {}))):
+                ra, rb = benches[tmd_var][seed].get(a), benches["dmd2v"][seed].get(b)
+                if ra and rb and "per_clip" in ra and "per_clip" in rb:
+                    pairs.append({"a": f"{tmd_var} s{seed} {a}", "b": f"dmd2v s{seed} {b}",
+                                  **{k: compare(ra, rb, k).to_dict() for k in ("adherence", "quality", "diversity")}})
+    doc = {"summary": summary, "paired": pairs,
+           "curves": {f.name: _log_curves(f) for f in sorted(out.glob("*_s*")) if f.is_dir()}}
+    res = Path(args.results)
+    res.mkdir(parents=True, exist_ok=True)
+    (res / "toy_study.json").write_text(json.dumps(doc, indent=1, default=str))
+    (res / "toy_study.md").write_text(format_summary(summary, pairs))
+    plot_curves(doc["curves"], res / "toy_study_losses.png")
+    print(format_summary(summary, pairs))
+    print(f"wrote {res / 'toy_study.json'}, {res / 'toy_study.md'}, {res / 'toy_study_losses.png'}")
+
+
+def _cell(stat) -> str:
+    if not stat:
+        return "–"
+    if stat.get("std") is not None:
+        return f"{stat['mean']:.3f} ± {stat['std']:.3f}"
+    return f"{stat['mean']:.3f}"
+
+
+def format_summary(summary: dict, pairs: list) -> str:
+    head = ["variant", "row", "NFE", "seeds", "adherence", "quality", "diversity", "speed err px", "inner/outer"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for s in summary.values():
+        lines.append("| " + " | ".join([s["variant"], s["row"], f"{s['nfe']:g}", ",".join(map(str, s["seeds"])),
+                                         _cell(s.get("adherence")), _cell(s.get("quality")), _cell(s.get("diversity")),
+                                         _cell(s.get("speed_error_px")), _cell(s.get("inner_outer_ratio"))]) + " |")
+    if pairs:
+        lines += ["", "| A | B | Δ adherence [95 % CI] | Δ quality | Δ diversity |", "|---|---|---|---|---|"]
+        for p in pairs:
+            cells = [f"{p[k]['mean']:+.3f} [{p[k]['lo']:+.3f}, {p[k]['hi']:+.3f}]" for k in ("adherence", "quality", "diversity")]
+            lines.append(f"| {p['a']} | {p['b']} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def plot_curves(curves: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    keys = ["stage1/loss", "stage1/mse_head", "stage2/dmd_loss", "stage2/fake_loss", "stage2/tmmf_loss", "stage2/d_accuracy"]
+    fig, axes = plt.subplots(2, 3, figsize=(15, 8))
+    for ax, key in zip(axes.flat, keys):
+        for run, c in curves.items():
+            if key in c:
+                xs, ys = zip(*c[key])
+                k = max(1, len(ys) // 40)  # moving average over ~1/40 of the run
+                sm = [sum(ys[max(0, i - k):i + 1]) / len(ys[max(0, i - k):i + 1]) for i in range(len(ys))]
+                ax.plot(xs, sm, label=run, lw=1)
+        ax.set_title(key)
+        ax.set_xlabel("iteration")
+        if key.endswith("mse_head"):
+            ax.set_yscale("log")
+    handles, labels = axes.flat[0].get_legend_handles_labels()
+    for ax in axes.flat[1:]:
+        h, lab = ax.get_legend_handles_labels()
+        handles += [x for x, y in zip(h, lab) if y not in labels]
+        labels += [y for y in lab if y not in labels]
+    fig.legend(handles, labels, loc="lower center", ncol=4, fontsize=7)
+    fig.tight_layout(rect=(0, 0.08, 1, 1))
+    fig.savefig(path, dpi=90)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("command", choices=("run", "bench", "report"))
+    ap.add_argument("variant", nargs="?")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--world", default="runs/toy", help="a `tmd toy train` folder with vae, teacher and data")
+    ap.add_argument("--out", default="runs/study")
+    ap.add_argument("--results", default="benchmarks/results")
+    ap.add_argument("--quick", action="store_true", help="bench one seed per prompt")
+    ap.add_argument("--threads", type=int, default=1)
+    args = ap.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    if args.command != "report" and not args.variant:
+        ap.error(f"{args.command} needs a variant")
+    {"run": cmd_run, "bench": cmd_bench, "report": cmd_report}[args.command](args)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
