@@ -79,6 +79,8 @@ def cmd_run(args) -> None:
     apply_overrides(cfg, {k: v for k, v in over.items() if k != "stages"})
     cfg.stages = tuple(over["stages"])
     cfg.seed = args.seed
+    if args.iterations:  # smoke runs
+        cfg.stage1.iterations = cfg.stage2.iterations = args.iterations
     cfg.model.teacher, cfg.data = str(world / "teacher.safetensors"), str(world / "data")
     cfg.output_dir = str(run_dir(Path(args.out), args.variant, args.seed))
     if start is not None:
@@ -246,6 +248,7 @@ def main(argv=None) -> int:
     ap.add_argument("--results", default="benchmarks/results")
     ap.add_argument("--quick", action="store_true", help="bench one seed per prompt")
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--iterations", type=int, default=0, help="override the iterations of the stages (smoke runs)")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     if args.command != "report" and not args.variant:

@@ -61,6 +61,14 @@ def _check_inside(name: str, folder: str) -> str:
     return name
 
 
+def toy_vae() -> str:
+    """The shipped toy VAE (what TMDToyDecode decodes with)."""
+    path = TOY_ASSETS / "toy_vae.safetensors"
+    if not path.is_file():
+        raise InputError(f"the toy VAE is not installed ({path}): reinstall the pack or run `tmd toy train --install`")
+    return str(path)
+
+
 def _toy_asset(rel: str) -> str | None:
     """A shipped toy checkpoint for `toy/<file>` (files in the model folder of the same name win)."""
     if not rel.startswith(TOY_PREFIX):

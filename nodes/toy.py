@@ -74,4 +74,4 @@ class TMDToyDecode:
         if x.ndim != 5 or x.shape[1] != LATENT_SHAPE[0]:
             raise InputError(f"TMDToyDecode decodes toy latents [batch, {LATENT_SHAPE[0]}, frames, h, w], got "
                              f"{tuple(x.shape)}: use VAEDecode for Wan latents")
-        return (host.images_from_clips(decode_latents(x.cpu()), scale),)
+        return (host.images_from_clips(decode_latents(x.cpu(), host.toy_vae()), scale),)

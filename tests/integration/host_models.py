@@ -161,10 +161,10 @@ TOY_TEACHER_NAME = "toy_tiny_teacher.safetensors"
 
 
 def tiny_toy(seed: int = 0):
-    """A 2-layer Wan in the toy world's formats (192 latent channels, 32-wide toy text): fast on CPU."""
+    """A 2-layer Wan in the toy world's formats (16 latent channels, patch 1, 32-wide toy text): fast on CPU."""
     from helpers_wan import make_tiny_teacher
 
-    return make_tiny_teacher(seed, in_channels=192, out_channels=192, text_dim=32, num_layers=2)
+    return make_tiny_teacher(seed, in_channels=16, out_channels=16, text_dim=32, num_layers=2, patch_size=[1, 1, 1])
 
 
 def write_toy_student(models: Path) -> Path:

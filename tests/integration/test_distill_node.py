@@ -181,7 +181,7 @@ def test_a_toy_teacher_makes_its_data_distills_and_previews_with_pack_nodes_only
     shown = [t for node, t in texts if node == "1"]  # live on the node in the frontend
     assert shown[:2] == ["teacher samples 1/2", "teacher samples 2/2"] and shown[-1].startswith("stage1 2/2 | loss ")
     data = tmd_core.training.ShardDataset(server.output_dir / "tmd_runs" / "tmd_it_toy" / "data")
-    assert len(data) == 2 and data.latent_shape == (192, 2, 8, 8)
+    assert len(data) == 2 and data.latent_shape == (16, 2, 4, 4)
     prov = tmd_core.read_tmd_info(server.models_dir / "tmd" / "tmd_it_toy.safetensors")["provenance"]
     assert prov["teacher"] == TOY_TEACHER_NAME and prov["stages"] == ["stage1"]
     [video] = [f for f in output_files(entry) if f["node"] == "8"]

@@ -81,23 +81,28 @@ def nodes(pack, host, monkeypatch):
 def _tiny_toy(seed: int = 0):
     from helpers_wan import make_tiny_teacher
 
-    return make_tiny_teacher(seed, in_channels=192, out_channels=192, text_dim=32, num_layers=2)
+    return make_tiny_teacher(seed, in_channels=16, out_channels=16, text_dim=32, num_layers=2, patch_size=[1, 1, 1])
 
 
 @pytest.fixture
 def tiny_toy():
-    """`tiny_toy(seed)`: a 2-layer Wan teacher in the toy world's formats (192 latent channels, 32-wide text)."""
+    """`tiny_toy(seed)`: a 2-layer Wan teacher in the toy world's formats (16 latent channels, patch 1, 32-wide text)."""
     return _tiny_toy
 
 
 @pytest.fixture
 def toy_assets(nodes):
-    """The (per-test) toy asset folder with toy_teacher.safetensors and toy_tmd.safetensors (outer shift 3)."""
+    """The (per-test) toy asset folder: toy_teacher, toy_tmd (outer shift 3) and a small random toy_vae."""
     from helpers_wan import save_diffusers_single
 
     import tmd_core
+    import torch
+
+    from tmd_core.toy.autoencoder import ToyVAE, VAEConfig, save_vae
 
     folder = nodes.host.TOY_ASSETS
+    torch.manual_seed(0)
+    save_vae(ToyVAE(VAEConfig(width=16)).eval(), folder / "toy_vae.safetensors")
     teacher = _tiny_toy(3)
     save_diffusers_single(teacher, folder / "toy_teacher.safetensors", sidecar=True)
     student = tmd_core.TMDModel.from_teacher(teacher, head_blocks=1, outer_shift=3.0)

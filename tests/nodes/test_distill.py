@@ -162,7 +162,7 @@ def test_a_toy_teacher_needs_no_clip_and_makes_toy_latents(nodes, host, toy_asse
     out = distill(nodes, teacher_name="toy/toy_teacher.safetensors", prompts="a red circle moving left fast",
                   stages="stage1", stage1_iterations=1, frames=8, width=32, height=32, batch_size=1, output_name="toy")
     data = ShardDataset(host.output_dir / "tmd_runs" / "toy" / "data")
-    assert data.latent_shape == (192, 2, 8, 8)
+    assert data.latent_shape == (16, 2, 4, 4)
     from tmd_core.toy.text import ToyTextEncoder
 
     context = ToyTextEncoder().encode(["a red circle moving left fast"])[0]  # 6 words, then zero padding

@@ -45,20 +45,25 @@ def test_unknown_words_become_unk_with_a_warning_naming_the_vocabulary(nodes, ca
 
 def test_empty_latent_is_zeros_of_the_toy_shape(nodes):
     (latent,) = nodes.TMDToyEmptyLatent().make(batch_size=3)
-    assert latent["samples"].shape == (3, 192, 2, 8, 8) and latent["samples"].abs().sum() == 0
+    assert latent["samples"].shape == (3, 16, 2, 4, 4) and latent["samples"].abs().sum() == 0
 
 
 @pytest.mark.parametrize("scale", [1, 3])
-def test_decode_gives_the_frames_of_the_clips_in_0_1_upscaled_nearest(nodes, scale):
+def test_decode_gives_the_frames_of_the_toy_vae_in_0_1_upscaled_nearest(nodes, toy_assets, scale):
     clips = torch.stack([render_clip(PROMPT, seed=0), render_clip("a blue square moving up slow", seed=1)])
-    (img,) = nodes.TMDToyDecode().decode(samples={"samples": encode_clips(clips)}, scale=scale)
+    vae = toy_assets / "toy_vae.safetensors"
+    z = encode_clips(clips, vae)
+    (img,) = nodes.TMDToyDecode().decode(samples={"samples": z}, scale=scale)
     assert img.shape == (16, 32 * scale, 32 * scale, 3) and img.dtype == torch.float32
     assert 0 <= img.min() and img.max() <= 1
-    torch.testing.assert_close(img, images(clips, scale), rtol=0, atol=1e-5)  # the toy "VAE" is lossless
+    torch.testing.assert_close(img, images(decode_latents(z, vae), scale), rtol=0, atol=1e-5)
 
 
-def test_decode_refuses_a_wan_latent(nodes):
-    with pytest.raises(ValueError, match=r"decodes toy latents \[batch, 192, frames, h, w\], got \(1, 16, 2, 4, 4\): use VAEDecode"):
+def test_decode_refuses_a_latent_of_another_shape_and_a_missing_vae(nodes, toy_assets):
+    with pytest.raises(ValueError, match=r"decodes toy latents \[batch, 16, frames, h, w\], got \(1, 192, 2, 8, 8\): use VAEDecode"):
+        nodes.TMDToyDecode().decode(samples={"samples": torch.zeros(1, 192, 2, 8, 8)}, scale=1)
+    (toy_assets / "toy_vae.safetensors").unlink()
+    with pytest.raises(ValueError, match="the toy VAE is not installed"):
         nodes.TMDToyDecode().decode(samples={"samples": torch.zeros(1, 16, 2, 4, 4)}, scale=1)
 
 
@@ -88,9 +93,9 @@ def test_toy_workflow_output_is_the_decoded_library_sample(nodes, host, toy_asse
     (out,) = nodes.TMDSampler().sample(model=model, positive=encode(nodes), latent=latent, schedule=schedule, seed=4)
     (img,) = nodes.TMDToyDecode().decode(samples=out, scale=2)
 
-    x0 = tmd_core.sample_tmd(tmd_core.load_tmd(toy_assets / "toy_tmd.safetensors"), tmd_core.make_noise((2, 192, 2, 8, 8), seed=4),
+    x0 = tmd_core.sample_tmd(tmd_core.load_tmd(toy_assets / "toy_tmd.safetensors"), tmd_core.make_noise((2, 16, 2, 4, 4), seed=4),
                              ToyTextEncoder().encode([PROMPT]), tmd_core.TMDSchedule(outer_steps=2, inner_steps=2, outer_shift=3.0, inner_shift=3.0))  # fmt: skip
     torch.testing.assert_close(out["samples"], x0, rtol=0, atol=1e-6)  # normalised toy latent, no Wan stats
-    torch.testing.assert_close(img, images(decode_latents(x0), 2), rtol=0, atol=1e-6)
+    torch.testing.assert_close(img, images(decode_latents(x0, toy_assets / "toy_vae.safetensors"), 2), rtol=0, atol=1e-6)
     assert img.shape == (16, 64, 64, 3) and img.std() > 0.05  # a random model: not a flat frame
     assert host.progress == [(k, 4, None) for k in range(1, 5)]

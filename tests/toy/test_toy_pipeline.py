@@ -7,12 +7,12 @@ from tmd_core.toy.pipeline import ToyPlan, run_outputs, train_all
 
 
 def test_train_all_runs_every_step_and_a_rerun_continues(tmp_path):
-    plan = ToyPlan(teacher_iterations=2, data_seeds_per_prompt=1, data_steps=1, stage1_iterations=1,
+    plan = ToyPlan(vae_iterations=2, teacher_iterations=2, data_seeds_per_prompt=1, data_steps=1, stage1_iterations=1,
                    stage2_iterations=1, dmd_iterations=1)
     result = train_all(tmp_path / "run", plan)
     paths = run_outputs(tmp_path / "run")
-    assert {k: str(v) for k, v in paths.items()} == {"toy_teacher": result["teacher"], "toy_tmd": result["tmd"],
-                                                     "toy_dmd2v": result["dmd2v"]}
+    assert {k: str(v) for k, v in paths.items()} == {"toy_vae": result["vae"], "toy_teacher": result["teacher"],
+                                                     "toy_tmd": result["tmd"], "toy_dmd2v": result["dmd2v"]}
     assert len(json.loads((tmp_path / "run" / "data" / "index.json").read_text())["shards"]) >= 1
     assert read_tmd_info(paths["toy_tmd"])["provenance"]["stages"] == ["stage1", "stage2"]
     load_tmd(paths["toy_tmd"]), load_teacher(paths["toy_dmd2v"])
