@@ -25,7 +25,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from tmd_core.model import TMDModel  # noqa: E402
-from tmd_core.training.config import ScheduleConfig, Stage2Config  # noqa: E402
+from tmd_core.schedule import TMDSchedule  # noqa: E402
+from tmd_core.training.config import Stage2Config  # noqa: E402
 from tmd_core.training.discriminator import Discriminator  # noqa: E402
 from tmd_core.training.stage2_dmd import critic_loss, generator_loss, generator_sample  # noqa: E402
 
@@ -57,7 +58,7 @@ class Setup:
 
     def __init__(self, kind, teacher, args):
         self.cfg = Stage2Config(student_kind=kind)
-        self.sched = ScheduleConfig(outer_steps=args.outer_steps, inner_steps=args.inner_steps)
+        self.sched = TMDSchedule(outer_steps=args.outer_steps, inner_steps=args.inner_steps)
         base = copy.deepcopy(teacher).requires_grad_(True)
         self.student = TMDModel.from_teacher(base, head_blocks=args.head_blocks) if kind == "tmd" else base
         self.teacher = teacher

@@ -15,6 +15,7 @@ process, so two runs share the two cores of this machine.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -95,7 +96,6 @@ def cmd_run(args) -> None:
 def _bench_rows(out: Path, name: str, seed: int, world: Path, quick: bool) -> list[dict]:
     from tmd_core.checkpoint import load_tmd
     from tmd_core.loading import load_teacher
-    from tmd_core.schedule import TMDSchedule
     from tmd_core.toy.autoencoder import load_vae
     from tmd_core.toy.bench import benchmark_set
     from tmd_core.toy.evaluate import add_noise_spread, dmd_methods, run_bench, tmd_methods
@@ -107,11 +107,10 @@ def _bench_rows(out: Path, name: str, seed: int, world: Path, quick: bool) -> li
         return run_bench(dmd_methods(load_teacher(path, dtype=torch.float32)), pairs, vae=vae)
     model = load_tmd(path, dtype=torch.float32)
     rows = run_bench(tmd_methods(model, grid=((1, 1), (1, 2), (2, 1), (2, 2), (2, 4))), pairs, vae=vae)
-    c = model.tmd_config
     for row in rows:
         if row["name"] in ("TMD outer 1 x inner 2", "TMD outer 2 x inner 2"):
             m = int(row["name"].split()[2])
-            sched = TMDSchedule(outer_steps=m, inner_steps=2, outer_shift=c.outer_shift, inner_shift=c.inner_shift)
+            sched = dataclasses.replace(model.tmd_config.schedule, outer_steps=m, inner_steps=2)
             add_noise_spread(row, model, sched, vae)
             print(f"  {row['name']}: inner/outer spread {row['inner_spread']:.4f} / {row['outer_spread']:.4f} "
                   f"= {row['inner_outer_ratio']:.2f} (real {row['real_spread']:.4f})", flush=True)

@@ -14,8 +14,8 @@ DTYPES = {"default": None, "fp32": torch.float32, "bf16": torch.bfloat16, "fp16"
 
 def model_summary(model: TMDModel) -> dict:
     c = model.tmd_config
-    return {"head_blocks": c.head_blocks, "num_layers": c.num_layers, "outer_steps": c.outer_steps,
-            "inner_steps": c.inner_steps, "trained": bool(c.extra.get("trained", False))}
+    return {"head_blocks": c.head_blocks, "num_layers": c.num_layers, "outer_steps": c.schedule.outer_steps,
+            "inner_steps": c.schedule.inner_steps, "trained": bool(c.extra.get("trained", False))}
 
 
 class TMDModelLoader:

@@ -141,7 +141,7 @@ def load_tmd(path, dtype: torch.dtype | None = None, device="cpu") -> TMDModel:
     try:
         raw = json.loads(metadata["tmd_config"])
         raw.setdefault("inner_velocity", LEGACY_INNER_VELOCITY)  # files written before it was recorded
-        tcfg = TMDConfig(**raw)
+        tcfg = TMDConfig.from_dict(raw)
         tr_cfg = json.loads(metadata["transformer_config"])
     except ConfigError as e:
         raise CheckpointError(f"{Path(path).name}: {e}") from e

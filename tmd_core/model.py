@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn as nn
 
 from .errors import ConfigError
 from .fusion import GapTimeEmbedding, make_fusion
+from .schedule import TMDSchedule
 from .transition import INNER_VELOCITY
 from .validation import check_latent_and_context
+
+SCHEDULE_FIELDS = ("outer_steps", "inner_steps", "outer_shift", "inner_shift", "t_max")
 
 
 @dataclass
@@ -20,11 +23,7 @@ class TMDConfig:
     num_layers: int  # L: blocks of the teacher
     head_blocks: int  # H: last blocks that form the flow head
     fusion: str = "gated"  # "gated" (default) or "concat"
-    outer_steps: int = 2  # M the student was trained for (a sampling default, not a limit)
-    inner_steps: int = 2  # N the student was trained for
-    outer_shift: float = 10.0  # γ of the outer grid used in training
-    inner_shift: float = 10.0  # γ of the inner grid used in training
-    t_max: float = 0.999  # top of both grids
+    schedule: TMDSchedule = field(default_factory=TMDSchedule)  # M, N and grids trained for (a default, not a limit)
     inner_velocity: str = INNER_VELOCITY  # Eq. 14 parameterisation the head was trained with
     extra: dict = field(default_factory=dict)  # free-form notes (kept round-trip)
 
@@ -42,7 +41,22 @@ class TMDConfig:
             )
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        """The file layout of `tmd_config`: flat, the schedule's fields at the top level."""
+        out = {"num_layers": self.num_layers, "head_blocks": self.head_blocks, "fusion": self.fusion}
+        out.update({k: getattr(self.schedule, k) for k in SCHEDULE_FIELDS})
+        if self.schedule.outer_times_override is not None:
+            out["outer_times"] = list(self.schedule.outer_times_override)
+        out.update(inner_velocity=self.inner_velocity, extra=dict(self.extra))
+        return out
+
+    @classmethod
+    def from_dict(cls, d: dict) -> TMDConfig:
+        """Inverse of `to_dict` (unknown keys raise TypeError)."""
+        d = dict(d)
+        sched = {k: d.pop(k) for k in SCHEDULE_FIELDS if k in d}
+        if "outer_times" in d:
+            sched["outer_times_override"] = tuple(d.pop("outer_times"))
+        return cls(**d, schedule=TMDSchedule(**sched))
 
 
 @dataclass
@@ -105,9 +119,13 @@ class TMDModel(nn.Module):
     def from_teacher(cls, teacher: nn.Module, head_blocks: int = 5, fusion: str = "gated", **config) -> TMDModel:
         """An untrained student around `teacher` (shared, not copied: pass a deepcopy to train it).
 
+        `config`: other TMDConfig fields; `schedule=TMDSchedule(...)` or its fields (outer_shift=3.0, ...).
+
         At init it equals the teacher: head(backbone(x_t, t), y_s, s=t, r) == teacher(x_t, t) (docs/method.md §2.3).
         """
-        cfg = TMDConfig(num_layers=len(teacher.blocks), head_blocks=int(head_blocks), fusion=fusion, **config)
+        sched = config.pop("schedule", None) or TMDSchedule(**{k: config.pop(k) for k in SCHEDULE_FIELDS if k in config})
+        cfg = TMDConfig(num_layers=len(teacher.blocks), head_blocks=int(head_blocks), fusion=fusion, schedule=sched,
+                        **config)
         return cls(teacher, cfg)
 
     @property

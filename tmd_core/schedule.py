@@ -60,8 +60,15 @@ class TMDSchedule:
     def __post_init__(self):
         for name in ("outer_steps", "inner_steps"):
             v = getattr(self, name)
-            if int(v) != v or v < 1:
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or v != v or int(v) != v or v < 1:
                 raise InputError(f"{name} must be an integer >= 1, got {v!r}")
+            setattr(self, name, int(v))
+        for name in ("outer_shift", "inner_shift"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 < v < float("inf"):
+                raise InputError(f"{name} must be a number > 0, got {v!r}")
+        if isinstance(self.t_max, bool) or not isinstance(self.t_max, (int, float)) or not 0 < self.t_max <= 1:
+            raise InputError(f"t_max must be in (0, 1], got {self.t_max!r}")
         if self.outer_times_override is not None:
             ts = [float(v) for v in self.outer_times_override]
             if len(ts) < 2 or any(a <= b for a, b in zip(ts, ts[1:])) or ts[-1] != 0.0 or ts[0] > 1.0:

@@ -93,11 +93,10 @@ def tiny_toy():
 @pytest.fixture
 def toy_assets(nodes):
     """The (per-test) toy asset folder: toy_teacher, toy_tmd (outer shift 3) and a small random toy_vae."""
+    import torch
     from helpers_wan import save_diffusers_single
 
     import tmd_core
-    import torch
-
     from tmd_core.toy.autoencoder import ToyVAE, VAEConfig, save_vae
 
     folder = nodes.host.TOY_ASSETS

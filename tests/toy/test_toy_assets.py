@@ -25,14 +25,14 @@ def test_shipped_student_generates_deterministically():
     student = load_tmd(asset("toy_tmd"), dtype=torch.float32)
     ctx = ToyTextEncoder().encode(["a red circle moving left fast", "a blue square standing still"])
     noise = torch.cat([make_noise((1, *LATENT_SHAPE), seed=s) for s in (0, 1)])
-    a = sample_tmd(student, noise, ctx, TMDSchedule(2, 2, outer_shift=student.tmd_config.outer_shift))
-    b = sample_tmd(student, noise.clone(), ctx, TMDSchedule(2, 2, outer_shift=student.tmd_config.outer_shift))
+    a = sample_tmd(student, noise, ctx, TMDSchedule(2, 2, outer_shift=student.tmd_config.schedule.outer_shift))
+    b = sample_tmd(student, noise.clone(), ctx, TMDSchedule(2, 2, outer_shift=student.tmd_config.schedule.outer_shift))
     assert torch.equal(a, b) and torch.isfinite(a).all()
     clips = decode_latents(a)
     assert clips.shape == (2, 3, 8, 32, 32) and clips.min() >= -1 and clips.max() <= 1
     dmd = load_teacher(asset("toy_dmd2v"), dtype=torch.float32)
-    x = sample_dmd(dmd, noise, ctx, TMDSchedule(2, 1, outer_shift=student.tmd_config.outer_shift))
-    assert torch.equal(x, sample_dmd(dmd, noise, ctx, TMDSchedule(2, 1, outer_shift=student.tmd_config.outer_shift)))
+    x = sample_dmd(dmd, noise, ctx, TMDSchedule(2, 1, outer_shift=student.tmd_config.schedule.outer_shift))
+    assert torch.equal(x, sample_dmd(dmd, noise, ctx, TMDSchedule(2, 1, outer_shift=student.tmd_config.schedule.outer_shift)))
 
 
 def test_demo_writes_a_playable_video(tmp_path):

@@ -9,8 +9,8 @@ from helpers_wan import make_tiny_teacher, tiny_inputs
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from tmd_core.model import BackboneOut, TMDModel
-from tmd_core.schedule import shifted_grid
-from tmd_core.training.config import ScheduleConfig, Stage1Config
+from tmd_core.schedule import TMDSchedule, shifted_grid
+from tmd_core.training.config import Stage1Config
 from tmd_core.training.stage1_tmmf import (
     draw_stage1,
     finite_difference_du_ds,
@@ -239,7 +239,7 @@ def test_plain_tm_with_unit_guidance_is_y_regression():
     y with weight 1/s²: loss ‖(y - head) / s‖² / sg(‖(y - head) / s‖² + d), computed here."""
     student = make_student(seed=2)
     batch = make_batch(student, seed=2)
-    sched = ScheduleConfig(outer_steps=2, inner_steps=2)
+    sched = TMDSchedule(outer_steps=2, inner_steps=2)
     cfg = Stage1Config(plain_tm=True, cfg_scale=1.0, cond_dropout=0.0)
     loss, logs = tmmf_loss(student, batch, sched, cfg, torch.Generator().manual_seed(9))
 
@@ -263,7 +263,7 @@ def test_plain_tm_with_unit_guidance_is_y_regression():
 def test_tmmf_loss_trains_backbone_fusion_head_and_gap():
     student = make_student(seed=0)
     batch = make_batch(student, seed=0, batch=4)
-    sched = ScheduleConfig(outer_steps=2, inner_steps=2)
+    sched = TMDSchedule(outer_steps=2, inner_steps=2)
     cfg = Stage1Config(r_equals_s_share=0.0, cond_dropout=0.5)
     loss, logs = tmmf_loss(student, batch, sched, cfg, torch.Generator().manual_seed(0))
     loss.backward()
@@ -284,7 +284,7 @@ def test_tmmf_loss_trains_backbone_fusion_head_and_gap():
 def test_tmmf_loss_is_reproducible_from_the_generator():
     student = make_student(seed=0)
     batch = make_batch(student, seed=0)
-    sched, cfg = ScheduleConfig(), Stage1Config()
+    sched, cfg = TMDSchedule(), Stage1Config()
     a, _ = tmmf_loss(student, batch, sched, cfg, torch.Generator().manual_seed(3))
     b, _ = tmmf_loss(student, batch, sched, cfg, torch.Generator().manual_seed(3))
     assert a.item() == b.item()
@@ -300,7 +300,7 @@ def test_200_steps_fit_the_transition_target():
     """
     student = make_student(seed=0, head_blocks=2, smooth=True)
     batch = make_batch(student, seed=0, batch=2)
-    sched = ScheduleConfig(outer_steps=2, inner_steps=2)
+    sched = TMDSchedule(outer_steps=2, inner_steps=2)
     cfg = Stage1Config(lr=1e-3, plain_tm=True, cfg_scale=1.0, cond_dropout=0.0)
     opt = torch.optim.AdamW(student.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, betas=cfg.betas)
     losses, t0 = [], time.perf_counter()

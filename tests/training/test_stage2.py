@@ -12,7 +12,7 @@ from tmd_core.errors import ConfigError
 from tmd_core.model import TMDModel
 from tmd_core.sampler import sample_tmd
 from tmd_core.schedule import TMDSchedule, shifted_grid
-from tmd_core.training.config import ScheduleConfig, Stage2Config
+from tmd_core.training.config import Stage2Config
 from tmd_core.training.discriminator import Discriminator
 from tmd_core.training.stage2_dmd import (
     critic_loss,
@@ -52,7 +52,7 @@ def make_batch(teacher, seed=0):
 
 def test_time_samplers():
     g = torch.Generator().manual_seed(0)
-    t = sample_student_times(512, ScheduleConfig(outer_steps=2), g)
+    t = sample_student_times(512, TMDSchedule(outer_steps=2), g)
     grid = shifted_grid(2, 10.0, 0.999)
     assert set(t.tolist()) == {grid[0].item(), grid[1].item()}  # t_1, t_2; never t_0 = 0
     t = sample_dmd_times(4000, 5.0, g)
@@ -65,7 +65,7 @@ def test_rollout_is_the_sampler_transition():
     teacher = frozen_teacher(1)
     student = make_student(teacher, head_blocks=2)
     batch = make_batch(teacher, seed=1)
-    sched = ScheduleConfig(outer_steps=1, inner_steps=3)
+    sched = TMDSchedule(outer_steps=1, inner_steps=3)
     x_t = torch.randn(batch["latents"].shape, generator=torch.Generator().manual_seed(4))
     ref = sample_tmd(
         student,
@@ -143,7 +143,7 @@ def test_stage2_gradients_reach_backbone_fusion_head_and_gap_teacher_frozen():
     fake = copy.deepcopy(teacher).requires_grad_(True)
     disc = Discriminator.from_teacher(teacher)
     batch = make_batch(teacher, seed=0)
-    sched, cfg = ScheduleConfig(outer_steps=2, inner_steps=2), Stage2Config(gan_weight=0.5)
+    sched, cfg = TMDSchedule(outer_steps=2, inner_steps=2), Stage2Config(gan_weight=0.5)
     teacher_state = {k: v.clone() for k, v in teacher.state_dict().items()}
     g = torch.Generator().manual_seed(0)
     x_hat, aux = generator_sample(student, batch, sched, cfg, g)
@@ -172,7 +172,7 @@ def test_x_hat_modes():
     teacher = frozen_teacher(0)
     student = make_student(teacher)
     batch = make_batch(teacher, seed=0)
-    sched = ScheduleConfig(outer_steps=1, inner_steps=2)
+    sched = TMDSchedule(outer_steps=1, inner_steps=2)
     with torch.no_grad():
         a, aux = generator_sample(
             student, batch, sched, Stage2Config(x_hat_mode="x_t"), torch.Generator().manual_seed(0)
@@ -193,7 +193,7 @@ def test_dmd2v_baseline_student_and_kind_checks():
     teacher = frozen_teacher(0)
     plain = copy.deepcopy(teacher).requires_grad_(True)
     batch = make_batch(teacher, seed=0)
-    sched, cfg = ScheduleConfig(outer_steps=2), Stage2Config(student_kind="dmd")
+    sched, cfg = TMDSchedule(outer_steps=2), Stage2Config(student_kind="dmd")
     g = torch.Generator().manual_seed(0)
     x_hat, aux = generator_sample(plain, batch, sched, cfg, g)
     with torch.no_grad():

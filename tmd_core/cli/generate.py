@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from pathlib import Path
@@ -29,12 +30,11 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    from ..checkpoint import load_tmd, read_tmd_info
+    from ..checkpoint import load_tmd
     from ..loading import detect_checkpoint_kind, load_teacher
     from ..model import TMDModel
     from ..noise import make_noise
     from ..sampler import sample_teacher, sample_tmd
-    from ..schedule import TMDSchedule
 
     if not Path(args.context).exists():
         raise InputError(f"no context file at {args.context}")
@@ -52,15 +52,11 @@ def run(args) -> int:
     if kind == "tmd" or args.head_blocks:
         if kind == "tmd":
             model = load_tmd(args.checkpoint)
-            cfg = read_tmd_info(args.checkpoint)["tmd_config"]
         else:
             model = TMDModel.from_teacher(load_teacher(args.checkpoint), head_blocks=args.head_blocks)
-            cfg = model.tmd_config.to_dict()
-        sched = TMDSchedule(
-            outer_steps=args.outer_steps or cfg["outer_steps"],
-            inner_steps=args.inner_steps or cfg["inner_steps"],
-            outer_shift=cfg["outer_shift"], inner_shift=cfg["inner_shift"], t_max=cfg["t_max"],
-        )
+        trained = model.tmd_config.schedule
+        sched = dataclasses.replace(trained, outer_steps=args.outer_steps or trained.outer_steps,
+                                    inner_steps=args.inner_steps or trained.inner_steps)
         x = sample_tmd(model, noise, context, sched)
         nfe = model.effective_nfe(sched.outer_steps, sched.inner_steps)
         what = f"TMD outer {sched.outer_steps} x inner {sched.inner_steps}"

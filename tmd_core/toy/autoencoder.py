@@ -40,8 +40,7 @@ class VAEConfig:
     temporal: int = 4  # frames per latent frame (Wan2.1: 4)
     spatial: int = 8  # pixels per latent pixel along H and W (Wan2.1: 8)
     width: int = 64  # feature channels of the convolutions
-    unshuffle: int = 4  # lossless space-to-depth before the encoder's convolutions (the rest is stride-2 stages)
-    shuffle: int = 4  # the decoder upsamples to 1/shuffle of the frame (beyond 1/unshuffle at half width), then depth-to-space
+    unshuffle: int = 4  # lossless space-to-depth around the convolutions (the rest is stride-2 stages)
 
 
 class _Res(nn.Module):
@@ -69,16 +68,10 @@ class ToyVAE(nn.Module):
         for _ in range(stages):
             enc += [nn.Conv2d(w, w, 3, stride=2, padding=1), _Res(w)]
         self.encoder = nn.Sequential(*enc, nn.GroupNorm(8, w), nn.SiLU(), nn.Conv2d(w, 2 * cfg.latent_channels, 1))
-        up = round(math.log2(cfg.spatial // cfg.shuffle))
-        if cfg.spatial != cfg.shuffle * 2**up or up < stages:
-            raise InputError(f"spatial ({cfg.spatial}) must be shuffle ({cfg.shuffle}) times a power of two >= the encoder's")
         dec = [nn.Conv2d(cfg.latent_channels, w, 3, padding=1), _Res(w)]
-        for k in range(up):  # the stages beyond the encoder's run at half width: edges are drawn there
-            w_in, w_out = (w, w) if k < stages else (w if k == stages else w // 2, w // 2)
-            dec += [nn.Upsample(scale_factor=2, mode="nearest"), nn.Conv2d(w_in, w_out, 3, padding=1), _Res(w_out)]
-        w_last = w if up == stages else w // 2
-        c_out = 3 * cfg.temporal * cfg.shuffle**2
-        self.decoder = nn.Sequential(*dec, nn.GroupNorm(8, w_last), nn.SiLU(), nn.Conv2d(w_last, c_out, 3, padding=1))
+        for _ in range(stages):
+            dec += [nn.Upsample(scale_factor=2, mode="nearest"), nn.Conv2d(w, w, 3, padding=1), _Res(w)]
+        self.decoder = nn.Sequential(*dec, nn.GroupNorm(8, w), nn.SiLU(), nn.Conv2d(w, c_in, 3, padding=1))
         # per-channel statistics of the world's latents (set by `measure_normalisation`)
         self.register_buffer("latent_mean", torch.zeros(cfg.latent_channels))
         self.register_buffer("latent_std", torch.ones(cfg.latent_channels))
@@ -119,7 +112,7 @@ class ToyVAE(nn.Module):
         b, c, f, h, w = z.shape
         t = self.cfg.temporal
         x = self.decoder(z.permute(0, 2, 1, 3, 4).reshape(b * f, c, h, w).to(self.decoder[0].weight.dtype))
-        x = F_nn.pixel_shuffle(x, self.cfg.shuffle)  # (B·F', 3·t, 8H', 8W')
+        x = F_nn.pixel_shuffle(x, self.cfg.unshuffle)  # (B·F', 3·t, 8H', 8W')
         x = x.reshape(b, f, 3, t, 8 * h, 8 * w).permute(0, 2, 1, 3, 4, 5)
         return x.reshape(b, 3, f * t, 8 * h, 8 * w).float()
 
@@ -145,6 +138,9 @@ class VAETrainConfig:
     warmup: int = 100
     kl_weight: float = 1e-4  # β of the KL term, per latent element relative to the per-pixel loss
     gradient_weight: float = 1.0  # weight of the L1 of time/row/column differences (edges and motion)
+    # step from which the difference term is on: the shipped VAE was trained 3k steps without it (objects came
+    # out frozen inside each 4-frame group, their speed 0.34 px/frame low), then 3k steps with it
+    gradient_start: int = 3000
     seed: int = 0
     save_every: int = 500
 
@@ -200,8 +196,9 @@ def train_vae(out: str | Path, cfg: VAETrainConfig | None = None, vae_cfg: VAECo
     t0, hist = time.time(), []
     for step in range(start, cfg.iterations):
         clips, _ = training_batch(cfg.batch_size, seed=cfg.seed * 7919 + 10_000_019 + step, split="train")
+        grad_weight = cfg.gradient_weight if step >= cfg.gradient_start else 0.0
         loss, logs = vae_loss(vae, clips, torch.Generator().manual_seed(cfg.seed * 1_000_003 + step), cfg.kl_weight,
-                              cfg.gradient_weight)
+                              grad_weight)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(vae.parameters(), 1.0)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from pathlib import Path
@@ -12,7 +13,6 @@ from ..checkpoint import load_tmd
 from ..loading import load_teacher
 from ..noise import make_noise
 from ..sampler import sample_teacher, sample_tmd
-from ..schedule import TMDSchedule
 from .bench import benchmark_set, format_table
 from .codec import decode_latents
 from .evaluate import (
@@ -42,8 +42,7 @@ def run_demo(out_dir="out/toy_demo", prompts=DEMO_PROMPTS, outer_steps: int = 2,
     enc = ToyTextEncoder()
     ctx, neg = enc.encode(list(prompts)), enc.null_context(len(prompts))
     noise = torch.cat([make_noise((1, *LATENT_SHAPE), seed=seed + i) for i in range(len(prompts))])
-    sched = TMDSchedule(outer_steps=outer_steps, inner_steps=inner_steps,
-                        outer_shift=student.tmd_config.outer_shift, inner_shift=student.tmd_config.inner_shift)
+    sched = dataclasses.replace(student.tmd_config.schedule, outer_steps=outer_steps, inner_steps=inner_steps)
     t0 = time.perf_counter()
     x_teacher = sample_teacher(teacher, noise, ctx, steps=50, shift=TEACHER_SHIFT, guidance_scale=TEACHER_CFG,
                                negative_context=neg)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import time
 import zlib
 from collections.abc import Callable
@@ -50,10 +51,9 @@ def dmd_methods(student, steps=(1, 2, 3), shift: float | None = None) -> list[Me
 
 
 def tmd_methods(model, grid=((1, 1), (1, 2), (1, 4), (2, 1), (2, 2), (2, 4))) -> list[Method]:
-    c = model.tmd_config
     out = []
     for m, n in grid:
-        sched = TMDSchedule(outer_steps=m, inner_steps=n, outer_shift=c.outer_shift, inner_shift=c.inner_shift, t_max=c.t_max)
+        sched = dataclasses.replace(model.tmd_config.schedule, outer_steps=m, inner_steps=n)
         out.append(Method(f"TMD outer {m} x inner {n}", f"TMD outer {m}", model.effective_nfe(m, n),
                           lambda noise, ctx, neg, s=sched: sample_tmd(model, noise, ctx, s)))
     return out

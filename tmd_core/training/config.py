@@ -6,7 +6,8 @@ import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..errors import ConfigError
+from ..errors import ConfigError, InputError
+from ..schedule import TMDSchedule
 
 
 @dataclass
@@ -15,15 +16,6 @@ class ModelConfig:
     head_blocks: int = 5  # H: blocks in the flow head
     fusion: str = "gated"  # "gated" | "concat"
     student_init: str = ""  # optional tmd/1 checkpoint to start from (e.g. the stage-1 result)
-
-
-@dataclass
-class ScheduleConfig:
-    outer_steps: int = 2  # M: student transitions
-    inner_steps: int = 2  # N: flow-head steps
-    outer_shift: float = 10.0  # γ of t_student (docs/method.md §1)
-    inner_shift: float = 10.0  # γ of the inner grid
-    t_max: float = 0.999
 
 
 @dataclass
@@ -88,7 +80,7 @@ class TrainConfig:
     validate_every: int = 0  # 0 disables validation samples
     validation_seeds: tuple[int, ...] = (0, 1)
     model: ModelConfig = field(default_factory=ModelConfig)
-    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    schedule: TMDSchedule = field(default_factory=TMDSchedule)  # M, N and grids the student is trained for
     stage1: Stage1Config = field(default_factory=Stage1Config)
     stage2: Stage2Config = field(default_factory=Stage2Config)
 
@@ -245,6 +237,10 @@ def check_config(cfg: TrainConfig, world_size: int = 1, *, teacher_given: bool =
     """
     from .data import batch_divisibility_message, read_index
 
+    try:  # YAML/--set overrides assign fields one by one: validate the schedule as a whole
+        TMDSchedule(**dataclasses.asdict(cfg.schedule))
+    except InputError as e:
+        raise ConfigError(f"schedule: {e}") from e
     stages = tuple(cfg.stages)
     bad = [s for s in stages if s not in STAGES]
     if not stages or bad or list(stages) != sorted(set(stages)):

@@ -98,12 +98,8 @@ def _fresh_student(cfg, teacher):
     """An untrained TMD student on a copy of the teacher, carrying the run's schedule in its tmd_config."""
     from ..model import TMDModel
 
-    s = cfg.schedule
-    return TMDModel.from_teacher(
-        copy.deepcopy(teacher), head_blocks=cfg.model.head_blocks, fusion=cfg.model.fusion,
-        outer_steps=s.outer_steps, inner_steps=s.inner_steps, outer_shift=s.outer_shift,
-        inner_shift=s.inner_shift, t_max=s.t_max,
-    )
+    return TMDModel.from_teacher(copy.deepcopy(teacher), head_blocks=cfg.model.head_blocks, fusion=cfg.model.fusion,
+                                 schedule=copy.deepcopy(cfg.schedule))
 
 
 def build_stage1_student(cfg, teacher, device):

@@ -26,7 +26,7 @@ import math
 import torch
 
 from ..model import BackboneOut
-from ..schedule import shift_time, shifted_grid
+from ..schedule import shift_time
 from ..transition import average_velocity
 
 S_MIN, S_MAX = 0.001, 0.999  # clip of the s sampler (docs/method.md §4)
@@ -39,8 +39,8 @@ def _per_sample(v: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
 
 def sample_outer_times(batch_size: int, schedule_cfg, generator: torch.Generator) -> torch.Tensor:
     """t_i ~ Unif{t_1, ..., t_M} of the student's outer grid (docs/method.md §4/§5). Returns Tensor[B] float64."""
-    grid = shifted_grid(schedule_cfg.outer_steps, schedule_cfg.outer_shift, schedule_cfg.t_max)  # t_M .. t_0
-    idx = torch.randint(0, schedule_cfg.outer_steps, (batch_size,), generator=generator)
+    grid = schedule_cfg.outer_times()  # t_M .. t_0
+    idx = torch.randint(0, len(grid) - 1, (batch_size,), generator=generator)
     return grid[:-1][idx]
 
 
@@ -85,7 +85,7 @@ def draw_stage1(latent_shape, schedule_cfg, cfg, generator: torch.Generator) -> 
     t_i = sample_outer_times(B, schedule_cfg, generator)
     x1 = torch.randn(latent_shape, generator=generator)
     y1 = torch.randn(latent_shape, generator=generator)
-    inner = shifted_grid(schedule_cfg.inner_steps, schedule_cfg.inner_shift, schedule_cfg.t_max)
+    inner = schedule_cfg.inner_times()
     s, r = sample_s_r(B, inner, cfg, generator)
     drop = torch.rand(B, generator=generator) < cfg.cond_dropout
     return {"t_i": t_i, "x1": x1, "y1": y1, "s": s, "r": r, "drop": drop}
@@ -198,7 +198,7 @@ def tmmf_loss(student, batch: dict, schedule_cfg, stage1_cfg, generator: torch.G
         student: TMDModel.
         batch: {"latents": Tensor[B, C, F, H, W] clean x (normalised latent space),
                 "context": Tensor[B, L, text_dim], "negative_context": Tensor[1 or B, L', text_dim]}.
-        schedule_cfg: ScheduleConfig (outer/inner steps and shifts, t_max).
+        schedule_cfg: TMDSchedule (outer and inner grids).
         stage1_cfg: Stage1Config (cfg_scale ω, cond_dropout, r_equals_s_share, s_shift, fd_delta,
             norm_c, plain_tm).
         generator: CPU generator; the draws are those of `draw_stage1`.

@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from ..errors import ConfigError
 from ..model import TMDModel
 from ..sampler import teacher_velocity
-from ..schedule import shift_time, shifted_grid
+from ..schedule import shift_time
 from ..transition import inner_flow
 from .stage1_tmmf import _per_sample, sample_outer_times
 from .teacher_features import teacher_features
@@ -55,14 +55,14 @@ def rollout(student: TMDModel, x_t, t_i, context, schedule_cfg, generator: torch
         x_t (Tensor[B, C, F, H, W]): noisy latent at the outer time t_i.
         t_i: float or Tensor[B] (per-sample outer times).
         context (Tensor[B or 1, L_text, text_dim]).
-        schedule_cfg: ScheduleConfig (inner_steps, inner_shift, t_max).
+        schedule_cfg: TMDSchedule (its inner grid).
         generator: CPU generator for y1.
     Returns:
         ŷ (Tensor[B, C, F, H, W] float32): the transition's prediction of y = x1 - x.
     """
     out = student.backbone(x_t, t_i, context)  # m = B(x_t, t_i, c), once per transition
     y1 = _noise_like(x_t, generator)  # fresh y1 (Eq. 5)
-    s = shifted_grid(schedule_cfg.inner_steps, schedule_cfg.inner_shift, schedule_cfg.t_max).tolist()  # s_N .. s_0
+    s = schedule_cfg.inner_times().tolist()  # s_N .. s_0
     return inner_flow(student, out, y1, s)
 
 

@@ -21,11 +21,8 @@ def validation_samples(cfg, student, dataset, folder: Path, stage: str, step: in
     """
     from ..model import TMDModel
     from ..sampler import sample_dmd, sample_tmd
-    from ..schedule import TMDSchedule
 
-    s = cfg.schedule
-    schedule = TMDSchedule(outer_steps=s.outer_steps, inner_steps=s.inner_steps, outer_shift=s.outer_shift,
-                           inner_shift=s.inner_shift, t_max=s.t_max)
+    schedule = cfg.schedule
     device = next(student.parameters()).device
     was_training = student.training
     student.eval()
