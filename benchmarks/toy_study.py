@@ -5,6 +5,7 @@
     python benchmarks/toy_study.py run dmd2v --seed 0          # the DMD2-v baseline, same stage-2 budget
     python benchmarks/toy_study.py bench tmd_w0.3 --seed 0     # ToyBench rows (+ inner-noise spread) -> bench.json
     python benchmarks/toy_study.py report                      # all benched runs -> results/toy_study.{json,md}, plots
+    python benchmarks/toy_study.py all --jobs 2                # every run of STUDY not yet benched, then report
 
 Every run is `tmd_core.training.loop.run_distill` on the toy preset with the overrides of its variant,
 on one teacher and one data folder (`--world`, a `tmd toy train` run folder: vae, teacher, data), into
@@ -237,9 +238,64 @@ def plot_curves(curves: dict, path: Path) -> None:
     fig.savefig(path, dpi=90)
 
 
+# The study of docs/toy_world.md, in the order it was run: (variant, seeds). Stage-2 runs need their stage-1 run.
+STUDY = [
+    ("s1_tmmf", (0, 1)),
+    ("tmd_w0", (0,)), ("tmd_w1", (0,)), ("tmd_w0.3", (0,)), ("dmd2v", (0,)), ("tmd_w0.1", (0,)),
+    ("tmd_w0", (1,)), ("tmd_w1", (1,)), ("tmd_w0.3", (1,)), ("dmd2v", (1,)), ("tmd_w0.1", (1,)),
+    ("s1_tmmf", (2,)), ("dmd2v", (2,)),
+    ("s1_tm", (0,)), ("s1_concat", (0,)), ("s1_tmmf_3k", (0,)),
+]
+
+
+def _jobs(study) -> list[tuple[str, int, tuple[str, int] | None]]:
+    jobs = []
+    for name, seeds in study:
+        for seed in seeds:
+            start = variant(name)[1]
+            jobs.append((name, seed, None if start is None else (start, seed)))
+    return jobs
+
+
+def cmd_all(args) -> None:
+    """Run and bench every job of STUDY (plus `--extra` variants) not benched yet, `--jobs` at a time."""
+    import subprocess
+    import time
+
+    out = Path(args.out)
+    study = [(n, s) for n, s in STUDY if not args.only or n in args.only]
+    study += [(v.split(":")[0], tuple(int(x) for x in v.split(":")[1].split(","))) for v in args.extra]
+    todo = [j for j in _jobs(study) if not (run_dir(out, j[0], j[1]) / "bench.json").exists()]
+    done = {(n, s) for n, s, _ in _jobs(study) if (run_dir(out, n, s) / "bench.json").exists()}
+    running: dict = {}
+    base = [sys.executable, __file__, "--world", args.world, "--out", args.out, "--threads", str(args.threads),
+            "--iterations", str(args.iterations)]
+    while todo or running:
+        for key, proc in list(running.items()):
+            if proc.poll() is not None:
+                del running[key]
+                if proc.returncode:
+                    raise SystemExit(f"{key} failed (exit {proc.returncode}); see {run_dir(out, *key) / 'study.log'}")
+                done.add(key)
+        ready = [j for j in todo if j[2] is None or j[2] in done]
+        while ready and len(running) < args.jobs:
+            name, seed, _ = job = ready.pop(0)
+            todo.remove(job)
+            folder = run_dir(out, name, seed)
+            folder.mkdir(parents=True, exist_ok=True)
+            cmd = " && ".join(" ".join(base + [c, name, "--seed", str(seed)]) for c in ("run", "bench"))
+            log = open(folder / "study.log", "a")
+            running[(name, seed)] = subprocess.Popen(cmd, shell=True, stdout=log, stderr=subprocess.STDOUT)
+            print(f"{time.strftime('%H:%M:%S')} started {name} seed {seed}", flush=True)
+        if todo and not ready and not running:
+            raise SystemExit(f"jobs wait for runs that are not in the study: {todo}")
+        time.sleep(5)
+    cmd_report(args)
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("command", choices=("run", "bench", "report"))
+    ap.add_argument("command", choices=("run", "bench", "report", "all"))
     ap.add_argument("variant", nargs="?")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--world", default="runs/toy", help="a `tmd toy train` folder with vae, teacher and data")
@@ -248,11 +304,14 @@ def main(argv=None) -> int:
     ap.add_argument("--quick", action="store_true", help="bench one seed per prompt")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--iterations", type=int, default=0, help="override the iterations of the stages (smoke runs)")
+    ap.add_argument("--jobs", type=int, default=2, help="all: runs at a time")
+    ap.add_argument("--extra", action="append", default=[], help="all: also run VARIANT:SEED[,SEED...]")
+    ap.add_argument("--only", action="append", default=[], help="all: only these variants of the study")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
-    if args.command != "report" and not args.variant:
+    if args.command in ("run", "bench") and not args.variant:
         ap.error(f"{args.command} needs a variant")
-    {"run": cmd_run, "bench": cmd_bench, "report": cmd_report}[args.command](args)
+    {"run": cmd_run, "bench": cmd_bench, "report": cmd_report, "all": cmd_all}[args.command](args)
     return 0
 
 

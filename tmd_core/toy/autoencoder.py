@@ -25,6 +25,7 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 import torch.nn.functional as F_nn
+from einops import rearrange
 
 from ..errors import CheckpointError, InputError
 
@@ -91,14 +92,13 @@ class ToyVAE(nn.Module):
         b, _, f, h, w = clips.shape
         self.latent_shape(f, h)
         t = self.cfg.temporal
-        x = clips.reshape(b, 3, f // t, t, h, w).permute(0, 2, 1, 3, 4, 5).reshape(b * (f // t), 3 * t, h, w)
+        x = rearrange(clips, "b c (g t) h w -> (b g) (c t) h w", t=t)  # g groups of t frames
         return F_nn.pixel_unshuffle(x, self.cfg.unshuffle)
 
     def encode_distribution(self, clips: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Raw (un-normalised) posterior mean and log-variance, each Tensor[B, C, F/t, H/8, W/8]."""
-        b, f = clips.shape[0], clips.shape[2]
         z = self.encoder(self._groups(clips.to(self.encoder[0].weight.dtype)))
-        z = z.reshape(b, f // self.cfg.temporal, *z.shape[1:]).permute(0, 2, 1, 3, 4)
+        z = rearrange(z, "(b g) c h w -> b c g h w", b=clips.shape[0])
         mean, logvar = z.chunk(2, dim=1)
         return mean, logvar.clamp(-20.0, 5.0)
 
@@ -109,12 +109,9 @@ class ToyVAE(nn.Module):
     def decode_raw(self, z: torch.Tensor) -> torch.Tensor:
         """Raw latent Tensor[B, C, F', H', W'] -> clips Tensor[B, 3, F'·t, 8H', 8W'] (not clamped)."""
         self._check_latent(z)
-        b, c, f, h, w = z.shape
-        t = self.cfg.temporal
-        x = self.decoder(z.permute(0, 2, 1, 3, 4).reshape(b * f, c, h, w).to(self.decoder[0].weight.dtype))
+        x = self.decoder(rearrange(z, "b c f h w -> (b f) c h w").to(self.decoder[0].weight.dtype))
         x = F_nn.pixel_shuffle(x, self.cfg.unshuffle)  # (B·F', 3·t, 8H', 8W')
-        x = x.reshape(b, f, 3, t, 8 * h, 8 * w).permute(0, 2, 1, 3, 4, 5)
-        return x.reshape(b, 3, f * t, 8 * h, 8 * w).float()
+        return rearrange(x, "(b f) (c t) h w -> b c (f t) h w", b=z.shape[0], t=self.cfg.temporal).float()
 
     @torch.no_grad()
     def encode(self, clips: torch.Tensor) -> torch.Tensor:
@@ -259,7 +256,10 @@ def load_vae(path, dtype: torch.dtype = torch.float32) -> ToyVAE:
         raise CheckpointError(f"{path.name} is not a readable safetensors file ({e})") from e
     if meta.get("format") != FORMAT:
         raise CheckpointError(f"{path.name} is not a toy VAE (format {meta.get('format')!r}, expected {FORMAT!r})")
-    vae = ToyVAE(VAEConfig(**json.loads(meta["vae_config"])))
+    try:
+        vae = ToyVAE(VAEConfig(**json.loads(meta["vae_config"])))
+    except (KeyError, TypeError, ValueError, InputError) as e:
+        raise CheckpointError(f"{path.name}: its vae_config does not describe a VAE this version builds ({e})") from e
     vae.load_state_dict({k: v.to(dtype) if v.is_floating_point() else v for k, v in sd.items()})
     return vae.to(dtype).eval().requires_grad_(False)
 
