@@ -175,15 +175,57 @@ def cmd_report(args) -> None:
                 if ra and rb and "per_clip" in ra and "per_clip" in rb:
                     pairs.append({"a": f"{tmd_var} s{seed} {a}", "b": f"dmd2v s{seed} {b}",
                                   **{k: compare(ra, rb, k).to_dict() for k in ("adherence", "quality", "diversity")}})
-    doc = {"summary": summary, "paired": pairs,
+    seeds = seed_differences(summary)
+    doc = {"summary": summary, "paired": pairs, "across_seeds": seeds,
            "curves": {f.name: _log_curves(f) for f in sorted(out.glob("*_s*")) if f.is_dir()}}
     res = Path(args.results)
     res.mkdir(parents=True, exist_ok=True)
     (res / "toy_study.json").write_text(json.dumps(doc, indent=1, default=str))
-    (res / "toy_study.md").write_text(format_summary(summary, pairs))
+    (res / "toy_study.md").write_text(format_summary(summary, pairs) + "\n" + format_seed_differences(seeds))
     plot_curves(doc["curves"], res / "toy_study_losses.png")
     print(format_summary(summary, pairs))
+    print(format_seed_differences(seeds))
     print(f"wrote {res / 'toy_study.json'}, {res / 'toy_study.md'}, {res / 'toy_study_losses.png'}")
+
+
+COMPARED = (("TMD outer 2 x inner 2", "dmd2v", "DMD2-v 2-step"), ("TMD outer 1 x inner 2", "dmd2v", "DMD2-v 1-step"))
+
+
+def seed_differences(summary: dict) -> list[dict]:
+    """Difference of seed means, TMD variant row minus DMD2-v row, with a Welch t-interval (95 %): a gap counts
+    only when this interval excludes 0, i.e. beyond the run-to-run spread of the training seeds."""
+    from tmd_core.toy.stats import t_quantile
+
+    out = []
+    for key, s in summary.items():
+        for row, base_var, base_row in COMPARED:
+            b = summary.get(f"{base_var} | {base_row}")
+            if s["row"] != row or not s["variant"].startswith("tmd_w") or b is None:
+                continue
+            rec = {"a": key, "b": f"{base_var} | {base_row}"}
+            for k in ("adherence", "quality", "diversity", "overall"):
+                sa, sb = s.get(k), b.get(k)
+                if not sa or not sb or sa.get("std") is None or sb.get("std") is None:
+                    continue
+                va, vb = sa["std"] ** 2 / sa["n"], sb["std"] ** 2 / sb["n"]
+                se = (va + vb) ** 0.5
+                df = max(1, round((va + vb) ** 2 / max(va**2 / (sa["n"] - 1) + vb**2 / (sb["n"] - 1), 1e-30)))
+                d = sa["mean"] - sb["mean"]
+                rec[k] = {"diff": d, "lo": d - t_quantile(df) * se, "hi": d + t_quantile(df) * se, "df": df}
+            out.append(rec)
+    return out
+
+
+def format_seed_differences(diffs: list[dict]) -> str:
+    if not diffs:
+        return ""
+    lines = ["| A (mean over seeds) | B | Δ adherence [95 % CI, Welch] | Δ quality | Δ diversity | Δ overall |",
+             "|---|---|---|---|---|---|"]
+    for r in diffs:
+        cells = [f"{r[k]['diff']:+.3f} [{r[k]['lo']:+.3f}, {r[k]['hi']:+.3f}]" if k in r else "–"
+                 for k in ("adherence", "quality", "diversity", "overall")]
+        lines.append(f"| {r['a'].replace(' | ', ': ')} | {r['b'].replace(' | ', ': ')} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
 
 
 def _cell(stat) -> str:
