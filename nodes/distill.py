@@ -9,19 +9,20 @@ from __future__ import annotations
 
 import os
 
-from ..tmd_core.checkpoint import load_tmd
+from ..tmd_core.checkpoint import install_checkpoint, load_tmd
 from ..tmd_core.errors import InputError
-from ..tmd_core.training.inprocess import (
+from ..tmd_core.toy.text import ToyTextEncoder
+from ..tmd_core.training.distill import (
     check_run_name,
     data_request,
     distill_in_process,
-    install_checkpoint,
-    loss_line,
     make_config,
     prompt_lines,
     stage_totals,
 )
 from ..tmd_core.training.make_data import WAN_NEGATIVE_PROMPT
+from ..tmd_core.training.runlog import loss_line
+from ..tmd_core.worlds import is_toy_teacher
 from . import host
 
 STAGES = {"stage1+stage2": ("stage1", "stage2"), "stage1": ("stage1",), "stage2": ("stage2",)}
@@ -92,6 +93,9 @@ class TMDDistill:
         run = host.run_folder(name)
         with host.training_mode():
             model, teacher_path = host.teacher_for_training(teacher, teacher_name)
+            if contexts is None and texts and is_toy_teacher(model):  # the toy text encoder needs no CLIP
+                encoder = ToyTextEncoder()
+                contexts, negative = list(encoder.encode(texts)), encoder.null_context(1)[0]
             data = host.user_path(data_folder, "output") if data_folder else os.path.join(run, "data")
             overrides = {"batch_size": batch_size, "seed": seed, "model": {"head_blocks": head_blocks},
                          "schedule": {"outer_steps": outer_steps, "inner_steps": inner_steps},

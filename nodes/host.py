@@ -15,8 +15,8 @@ import torch
 from ..tmd_core.errors import InputError
 from ..tmd_core.loading import detect_checkpoint_kind
 from ..tmd_core.toy.shipped import ASSETS as TOY_ASSETS
-from ..tmd_core.toy.text import TEXT_DIM as TOY_TEXT_DIM
-from ..tmd_core.training.inprocess import loss_line
+from ..tmd_core.training.runlog import loss_line
+from ..tmd_core.worlds import is_wan21
 
 log = logging.getLogger("tmd")
 
@@ -100,8 +100,7 @@ def wrap_model(model: torch.nn.Module) -> comfy.model_patcher.ModelPatcher:
     """Put a TMDModel under ComfyUI's memory management (loaded/offloaded like native models)."""
     # Wan2.1 latents carry the VAE's mean/std; toy latents (16 channels too, but 32-wide toy text) are already
     # normalised by the toy VAE and pass the sampler unchanged (TMDToyDecode knows their statistics)
-    wan = model.config.in_channels == 16 and model.config.text_dim != TOY_TEXT_DIM
-    model.latent_format = comfy.latent_formats.Wan21() if wan else None
+    model.latent_format = comfy.latent_formats.Wan21() if is_wan21(model) else None
     return comfy.model_patcher.ModelPatcher(
         model, load_device=comfy.model_management.get_torch_device(),
         offload_device=comfy.model_management.unet_offload_device(),

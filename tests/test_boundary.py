@@ -54,3 +54,51 @@ def test_tmd_core_never_imports_the_host():
         if (hits := host_imports(f.read_text(encoding="utf-8")))
     }
     assert offenders == {}, f"tmd_core must stay host-independent; move these imports to nodes/: {offenders}"
+
+
+def toy_imports(source: str, module: str) -> list[str]:
+    """Imports of tmd_core.toy in `source`, the text of `module` (dotted, e.g. "tmd_core.training.loop"):
+    absolute ones and relative ones resolved against the module's package."""
+    package = module.split(".")[:-1]
+    found = []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Import):
+            names = [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = package[: len(package) - node.level + 1] if node.level else []
+            target = ".".join(base + ([node.module] if node.module else []))
+            names = [target] if node.module else [f"{target}.{a.name}" for a in node.names]
+        else:
+            continue
+        found += [n for n in names if n == "tmd_core.toy" or n.startswith("tmd_core.toy.")]
+    return found
+
+
+def test_toy_import_scanner_resolves_relative_imports():
+    src = "from ..toy.text import X\nfrom .. import toy\nimport tmd_core.toy.world\nfrom ..worlds import Y\nfrom . import data\n"
+    assert toy_imports(src, "tmd_core.training.loop") == ["tmd_core.toy.text", "tmd_core.toy", "tmd_core.toy.world"]
+
+
+def test_training_never_imports_the_toy_world():
+    """No toy <-> training cycle: the toy world trains with tmd_core.training, so training asks tmd_core.worlds."""
+    files = sorted((TMD_CORE / "training").rglob("*.py"))
+    assert files, f"no python files under {TMD_CORE / 'training'}"
+    offenders = {}
+    for f in files:
+        module = ".".join(f.relative_to(TMD_CORE.parent).with_suffix("").parts)
+        if hits := toy_imports(f.read_text(encoding="utf-8"), module):
+            offenders[str(f.relative_to(TMD_CORE.parent))] = hits
+    assert offenders == {}, f"tmd_core/training must not import tmd_core/toy (use tmd_core.worlds): {offenders}"
+
+
+def test_the_layers_form_a_stack():
+    """The layers of README "Architecture" (scripts/architecture_diagram.py): every import goes to a lower layer."""
+    import importlib.util
+
+    script = TMD_CORE.parent / "scripts" / "architecture_diagram.py"
+    spec = importlib.util.spec_from_file_location("architecture_diagram", script)
+    diagram = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(diagram)
+    edges, members = diagram.layer_graph()
+    assert set(members) == set(diagram.LAYERS)
+    assert diagram.upward(edges, diagram.ranks(edges)) == [], "an import goes up or sideways: a cycle of layers"

@@ -1,13 +1,16 @@
-"""The `tmd` command line: info, generate, demo, and its error reporting."""
+"""The `tmd` command line: info, generate (also in Wan2.1 VAE space), demo, its verbs and its error reporting."""
 
 import json
 
+import pytest
 import torch
 from helpers_wan import make_tiny_teacher, save_original_layout, tiny_inputs
+from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 from tmd_core import TMDModel, TMDSchedule, make_noise, sample_teacher, sample_tmd, save_tmd
 from tmd_core.cli import main
+from tmd_core.worlds import WAN21_LATENT_MEAN, WAN21_LATENT_STD
 
 
 def test_info_prints_split_and_provenance(tmp_path, capsys):
@@ -55,12 +58,53 @@ def test_generate_with_a_comfyui_teacher_file(tmp_path, capsys):
     assert (load_file(str(out))["latents"] - expected).abs().max() <= 1e-5
 
 
+def test_generate_writes_wan21_latents_in_vae_space(tmp_path, capsys):
+    teacher = make_tiny_teacher(seed=5, in_channels=16, out_channels=16)  # Wan2.1's 16 channels, 24-wide text
+    ckpt = save_tmd(TMDModel.from_teacher(teacher, head_blocks=1), tmp_path / "s.safetensors")
+    _, ctx = tiny_inputs(teacher)
+    save_file({"context": ctx}, str(tmp_path / "ctx.safetensors"))
+    args = ["generate", str(ckpt), "--context", str(tmp_path / "ctx.safetensors"), "--latent-shape", "16,3,8,8",
+            "--outer-steps", "1", "--inner-steps", "1", "--json"]
+    assert main([*args, "--out", str(tmp_path / "x.safetensors")]) == 0
+    assert json.loads(capsys.readouterr().out)["latent_space"] == "normalised"
+    assert main([*args, "--vae-space", "--out", str(tmp_path / "z.safetensors")]) == 0
+    assert json.loads(capsys.readouterr().out)["latent_space"] == "wan2.1-vae"
+    x, z = (load_file(str(tmp_path / f"{n}.safetensors"))["latents"] for n in "xz")
+    mean = torch.tensor(WAN21_LATENT_MEAN).view(1, 16, 1, 1, 1)
+    std = torch.tensor(WAN21_LATENT_STD).view(1, 16, 1, 1, 1)
+    assert torch.equal(z, x * std + mean)
+    with safe_open(str(tmp_path / "z.safetensors"), framework="pt") as f:
+        assert f.metadata() == {"latent_space": "wan2.1-vae"}
+
+
+def test_vae_space_is_refused_for_a_model_that_is_not_wan21(tmp_path, capsys):
+    teacher = make_tiny_teacher(seed=2)  # 4 latent channels
+    ckpt = save_tmd(TMDModel.from_teacher(teacher, head_blocks=1), tmp_path / "s.safetensors")
+    _, ctx = tiny_inputs(teacher)
+    save_file({"context": ctx}, str(tmp_path / "ctx.safetensors"))
+    assert main(["generate", str(ckpt), "--context", str(tmp_path / "ctx.safetensors"), "--latent-shape", "4,3,8,8",
+                 "--vae-space", "--out", str(tmp_path / "z.safetensors")]) == 1
+    assert "--vae-space de-normalises Wan2.1 latents; this model has 4 latent channels" in capsys.readouterr().err
+    assert not (tmp_path / "z.safetensors").exists()
+
+
 def test_errors_are_reported_not_raised(tmp_path, capsys):
     save_file({"ctx": torch.zeros(1, 2, 3)}, str(tmp_path / "ctx.safetensors"))
     assert main(["generate", str(tmp_path / "nope.safetensors"), "--context", str(tmp_path / "ctx.safetensors")]) == 1
     assert "no 'context' tensor" in capsys.readouterr().err
     assert main(["info", str(tmp_path / "nope.safetensors")]) == 1
     assert "no checkpoint at" in capsys.readouterr().err
+
+
+def test_every_listed_verb_exists(capsys):
+    from tmd_core.cli import build_parser
+
+    verbs = build_parser()._subparsers._group_actions[0].choices
+    assert sorted(verbs) == ["comfy-run", "demo", "distill", "generate", "info", "make-data", "toy"]
+    for verb in verbs:
+        with pytest.raises(SystemExit) as stop:
+            main([verb, "--help"])
+        assert stop.value.code == 0 and f"usage: tmd {verb}" in capsys.readouterr().out
 
 
 def test_random_demo_reports_effective_nfe(capsys):

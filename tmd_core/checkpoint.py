@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -12,6 +14,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from .errors import CheckpointError, ConfigError
+from .loading import read_safetensors_header
 from .model import TMDConfig, TMDModel
 from .wan_build import build_empty_wan, load_in_place, transformer_config_dict
 
@@ -21,17 +24,23 @@ LEGACY_INNER_VELOCITY = "y1-head"
 PARTS = ("transformer", "fusion", "emb_gap")
 
 
-def atomic_save_safetensors(tensors: dict, path, metadata: dict[str, str]) -> None:
-    """Write to a temporary file in the same folder, fsync, then rename: a crash never leaves half a file."""
+def _atomic_write(path, write: Callable[[str], None], mode: int | None = None) -> Path:
+    """`write(tmp)` to a temporary file in the same folder, fsync, then rename onto `path`.
+
+    A crash never leaves half a file. The file gets `mode`, or normal permissions (0666 & ~umask;
+    mkstemp makes 0600) when None.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
-    umask = os.umask(0)
-    os.umask(umask)
+    if mode is None:
+        umask = os.umask(0)
+        os.umask(umask)
+        mode = 0o666 & ~umask
     try:
-        save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, tmp, metadata=metadata)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; a checkpoint should be as readable as any file
+        write(tmp)
+        os.chmod(tmp, mode)
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -39,6 +48,33 @@ def atomic_save_safetensors(tensors: dict, path, metadata: dict[str, str]) -> No
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+    return path
+
+
+def atomic_save_safetensors(tensors: dict, path, metadata: dict[str, str]) -> None:
+    """Write a safetensors file atomically (temporary file, fsync, rename): the one writer of tensors."""
+    _atomic_write(path, lambda tmp: save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, tmp,
+                                              metadata=metadata))
+
+
+def atomic_write_text(path, text: str) -> Path:
+    """Write a text file (UTF-8) atomically (temporary file, fsync, rename): the one writer of text and JSON."""
+
+    def write(tmp: str) -> None:
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write(text)
+
+    return _atomic_write(path, write)
+
+
+def install_checkpoint(src, dst) -> Path:
+    """Copy a finished checkpoint into a model folder atomically, keeping its permissions."""
+
+    def copy(tmp: str) -> None:
+        with open(tmp, "wb") as out, open(src, "rb") as f:
+            shutil.copyfileobj(f, out, 16 << 20)
+
+    return _atomic_write(dst, copy, os.stat(src).st_mode & 0o777)
 
 
 def save_tmd(model: TMDModel, path, provenance: dict | None = None) -> Path:
@@ -62,20 +98,21 @@ def save_tmd(model: TMDModel, path, provenance: dict | None = None) -> Path:
     return Path(path)
 
 
-def _open_header(path) -> tuple[dict, list[str]]:
+def _open_header(path) -> tuple[dict, dict[str, tuple[tuple[int, ...], str]]]:
+    """(metadata, {key: (shape, dtype name)}) of a checkpoint file, read without its tensors."""
     path = Path(path)
     if not path.exists():
         raise CheckpointError(f"no checkpoint at {path}: check the file name and folder")
     if path.is_dir():
         raise CheckpointError(f"{path} is a folder; a TMD checkpoint is a single .safetensors file")
     try:
-        with safe_open(str(path), framework="pt") as f:
-            return dict(f.metadata() or {}), list(f.keys())
-    except Exception as e:  # safetensors raises its own error types for bad headers/short files
+        entries, metadata = read_safetensors_header(path)
+    except CheckpointError as e:
         raise CheckpointError(
-            f"{path.name} is not a readable safetensors file ({e}); it may be truncated or corrupt: "
+            f"{path.name} is not a readable safetensors file ({e.__cause__}); it may be truncated or corrupt: "
             "download or copy it again"
         ) from e
+    return metadata, entries
 
 
 def _check_format(path, metadata: dict, keys: list[str]) -> None:
@@ -100,18 +137,16 @@ def _check_format(path, metadata: dict, keys: list[str]) -> None:
 
 def read_tmd_info(path) -> dict:
     """Header-only summary of a `tmd/1` file: format, sizes, H/L, trained schedule, provenance."""
-    metadata, keys = _open_header(path)
-    _check_format(path, metadata, keys)
+    metadata, entries = _open_header(path)
+    _check_format(path, metadata, list(entries))
     counts = {p: 0 for p in PARTS}
     dtypes = set()
-    with safe_open(str(path), framework="pt") as f:
-        for k in keys:
-            sl = f.get_slice(k)
-            n = 1
-            for d in sl.get_shape():
-                n *= d
-            counts[k.split(".", 1)[0]] = counts.get(k.split(".", 1)[0], 0) + n
-            dtypes.add(sl.get_dtype())
+    for k, (shape, dtype) in entries.items():
+        n = 1
+        for d in shape:
+            n *= d
+        counts[k.split(".", 1)[0]] = counts.get(k.split(".", 1)[0], 0) + n
+        dtypes.add(dtype)
     tmd_config = json.loads(metadata["tmd_config"])
     tmd_config.setdefault("inner_velocity", LEGACY_INNER_VELOCITY)
     return {
@@ -136,7 +171,8 @@ def load_tmd(path, dtype: torch.dtype | None = None, device="cpu") -> TMDModel:
     Returns:
         TMDModel in eval mode on `device`.
     """
-    metadata, keys = _open_header(path)
+    metadata, entries = _open_header(path)
+    keys = list(entries)
     _check_format(path, metadata, keys)
     try:
         raw = json.loads(metadata["tmd_config"])

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 
 import torch
 import torch.nn as nn
+from einops import rearrange
 
 from .errors import ConfigError
 from .fusion import GapTimeEmbedding, make_fusion
@@ -220,9 +221,9 @@ class TMDModel(nn.Module):
         h = (tr.norm_out(h.float()) * (1 + scale) + shift).type_as(h)
         h = tr.proj_out(h)
         p_t, p_h, p_w = tr.config.patch_size
-        h = h.reshape(B, F // p_t, Hh // p_h, W // p_w, p_t, p_h, p_w, -1)
-        h = h.permute(0, 7, 1, 4, 2, 5, 3, 6)
-        return h.flatten(6, 7).flatten(4, 5).flatten(2, 3).float()
+        h = rearrange(h, "b (f h w) (pt ph pw c) -> b c (f pt) (h ph) (w pw)",
+                      f=F // p_t, h=Hh // p_h, w=W // p_w, pt=p_t, ph=p_h, pw=p_w)  # tokens -> Tensor[B, C, F, H, W]
+        return h.float()
 
     def effective_nfe(self, outer_steps: int, inner_steps: int) -> float:
         from .schedule import effective_nfe

@@ -14,9 +14,9 @@ from safetensors import safe_open
 import tmd_core
 from tmd_core.loading import teacher_sha256
 from tmd_core.training import ShardDataset
-from tmd_core.training.inprocess import make_config, preset_for_teacher
+from tmd_core.training.builders import state_dict_sha256
+from tmd_core.training.distill import make_config, preset_for_teacher
 from tmd_core.training.make_data import WAN_NEGATIVE_PROMPT, write_latents
-from tmd_core.training.models import state_dict_sha256
 
 TEXT_WIDTH = 24
 

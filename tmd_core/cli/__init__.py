@@ -11,7 +11,7 @@ from ..errors import TMDError
 
 # verb modules; each defines `register(subparsers)` which adds one sub-command whose
 # handler is stored as `func` (returns an exit code or None).
-_VERBS = ["demo", "info", "generate", "distill", "make_data", "toy", "bench", "comfy_run"]
+_VERBS = ["demo", "info", "generate", "distill", "make_data", "toy", "comfy_run"]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -19,13 +19,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="verb", metavar="VERB")
     for name in _VERBS:
-        try:
-            mod = importlib.import_module(f".{name}", __name__)
-        except ModuleNotFoundError as e:  # a verb whose module is not written yet
-            if e.name == f"{__name__}.{name}":
-                continue
-            raise
-        mod.register(sub)
+        importlib.import_module(f".{name}", __name__).register(sub)
     return parser
 
 

@@ -1,4 +1,8 @@
-"""`tmd generate`: sample latents from a TMD or teacher checkpoint given a context tensor file."""
+"""`tmd generate`: sample latents from a TMD or teacher checkpoint given a context tensor file.
+
+Latents are written in the model's normalised space, or with `--vae-space` in Wan2.1's raw VAE space
+(tmd_core/worlds.py), which a Wan2.1 VAE decodes as it is (ComfyUI's VAEDecode, diffusers' AutoencoderKLWan).
+"""
 
 from __future__ import annotations
 
@@ -25,6 +29,8 @@ def register(sub) -> None:
     p.add_argument("--guidance", type=float, default=5.0, help="teacher CFG scale (needs negative_context)")
     p.add_argument("--shift", type=float, default=8.0, help="teacher time shift")
     p.add_argument("--out", default="latents.safetensors", help="where to write the latents")
+    p.add_argument("--vae-space", action="store_true",
+                   help="write Wan2.1 latents de-normalised (x * std + mean), as a Wan2.1 VAE decodes them")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     p.set_defaults(func=run)
 
@@ -35,6 +41,7 @@ def run(args) -> int:
     from ..model import TMDModel
     from ..noise import make_noise
     from ..sampler import sample_teacher, sample_tmd
+    from ..worlds import wan21_to_vae_space
 
     if not Path(args.context).exists():
         raise InputError(f"no context file at {args.context}")
@@ -57,20 +64,36 @@ def run(args) -> int:
         trained = model.tmd_config.schedule
         sched = dataclasses.replace(trained, outer_steps=args.outer_steps or trained.outer_steps,
                                     inner_steps=args.inner_steps or trained.inner_steps)
+        _check_vae_space(args, model.transformer)
         x = sample_tmd(model, noise, context, sched)
         nfe = model.effective_nfe(sched.outer_steps, sched.inner_steps)
         what = f"TMD outer {sched.outer_steps} x inner {sched.inner_steps}"
     else:
         teacher = load_teacher(args.checkpoint)
+        _check_vae_space(args, teacher)
         g = args.guidance if negative is not None else 1.0
         x = sample_teacher(teacher, noise, context, steps=args.teacher_steps, shift=args.shift,
                            guidance_scale=g, negative_context=None if negative is None else negative.float())
         nfe = args.teacher_steps * (2 if g != 1.0 else 1)
         what = f"teacher {args.teacher_steps} steps, CFG {g:g}"
     seconds = time.perf_counter() - t0
-    save_file({"latents": x.contiguous()}, args.out)
+    space = "normalised"
+    if args.vae_space:
+        x, space = wan21_to_vae_space(x), "wan2.1-vae"
+    save_file({"latents": x.contiguous()}, args.out, metadata={"latent_space": space})
     summary = {"what": what, "effective_nfe": round(nfe, 4), "seconds": round(seconds, 3),
-               "shape": list(x.shape), "out": str(args.out)}
+               "shape": list(x.shape), "latent_space": space, "out": str(args.out)}
     print(json.dumps(summary) if args.json else
           f"{what}: effective NFE {nfe:.2f}, {seconds:.2f} s, latents {tuple(x.shape)} -> {args.out}")
     return 0
+
+
+def _check_vae_space(args, transformer) -> None:
+    """--vae-space is for Wan2.1 models only: refuse it before sampling."""
+    from ..worlds import is_wan21
+
+    if args.vae_space and not is_wan21(transformer):
+        cfg = transformer.config
+        raise InputError(f"--vae-space de-normalises Wan2.1 latents; this model has {cfg.in_channels} latent channels "
+                         f"and {cfg.text_dim}-wide text (toy-world latents decode with tmd_core.toy.decode_latents): "
+                         "leave --vae-space out")

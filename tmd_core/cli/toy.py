@@ -57,8 +57,8 @@ def run_bench(args) -> int:
         write_json,
     )
     from ..toy.evaluate import dmd_methods, run_bench, teacher_methods, tmd_methods
-    from ..toy.pipeline import run_outputs
     from ..toy.probe import format_sensitivity, word_sensitivity
+    from ..toy.retrain import run_outputs
     from ..toy.shipped import asset
     from ..toy.video_io import plot_quality_vs_nfe
 
@@ -94,7 +94,7 @@ def run_bench(args) -> int:
 
 
 def run_train(args) -> int:
-    from ..toy.pipeline import train_all
+    from ..toy.retrain import train_all
 
     print(json.dumps(train_all(args.run_dir, install=args.install), indent=1))
     return 0

@@ -285,5 +285,7 @@ def _load_train_state(path: Path, vae, opt, sched) -> int:
                 opt.state[p] = {"exp_avg": f.get_tensor(f"opt.{i}.exp_avg"), "exp_avg_sq": f.get_tensor(f"opt.{i}.exp_avg_sq"),
                                 "step": f.get_tensor(f"opt.{i}.step").reshape(())}
         sched.load_state_dict(json.loads(meta["scheduler"]))
+    for group, lr in zip(opt.param_groups, sched.get_last_lr()):  # loading a scheduler does not set the lr
+        group["lr"] = lr
     log.info("resuming toy VAE training at step %s", meta["step"])
     return int(meta["step"])

@@ -31,7 +31,6 @@ from __future__ import annotations
 import functools
 import json
 import math
-import os
 from collections import Counter
 
 import torch
@@ -412,15 +411,11 @@ def write_json(path, rows: list[dict], meta: dict | None = None, per_clip: bool 
         rows: as for `format_table`.
         per_clip: keep each row's "per_clip" records (False drops them for a compact file).
     """
+    from ..checkpoint import atomic_write_text
+
     rows = [r if per_clip else {k: v for k, v in r.items() if k != "per_clip"} for r in rows]
     doc = {"benchmark": describe_benchmark(), "meta": meta or {}, "rows": rows}
-    path = os.fspath(path)
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    tmp = f"{path}.tmp"
-    with open(tmp, "w") as fh:
-        json.dump(doc, fh, indent=1)
-        fh.write("\n")
-    os.replace(tmp, path)
+    atomic_write_text(path, json.dumps(doc, indent=1) + "\n")
 
 
 __all__ = ["BENCH_SEEDS", "bench_real", "benchmark_prompts", "benchmark_set", "compare", "describe_benchmark",

@@ -7,12 +7,11 @@ the toy DiT uses a (1, 1, 1) patch, so one clip is 32 tokens of 16 values each f
 from __future__ import annotations
 
 from ..errors import InputError
+from ..worlds import TOY_LATENT_CHANNELS as LATENT_CHANNELS  # 16, as Wan2.1
+from ..worlds import TOY_SPATIAL as SPATIAL  # pixels per latent pixel
+from ..worlds import TOY_TEMPORAL as TEMPORAL  # frames per latent frame
 from .text import TEXT_DIM
 from .world import DEFAULT_FRAMES, DEFAULT_SIZE
-
-LATENT_CHANNELS = 16  # as Wan2.1
-TEMPORAL = 4  # frames per latent frame
-SPATIAL = 8  # pixels per latent pixel
 
 
 def latent_shape(frames: int = DEFAULT_FRAMES, size: int = DEFAULT_SIZE) -> tuple[int, int, int, int]:

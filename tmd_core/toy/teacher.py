@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 from safetensors import safe_open
 
-from ..checkpoint import atomic_save_safetensors
+from ..checkpoint import atomic_save_safetensors, atomic_write_text
 from ..model import wan_timestep
 from ..schedule import shift_time
 from .codec import encode_clips
@@ -47,6 +47,20 @@ class TeacherTrainConfig:
     ffn_dim: int = 384
     seed: int = 0
     save_every: int = 250
+
+
+class WarmupCosineLR(torch.optim.lr_scheduler.LRScheduler):
+    """lr_k = lr · min(1, (k + 1) / warmup) · (0.1 + 0.45 (1 + cos(π k / iterations))): a linear warm-up,
+    then a cosine from lr down to 0.1 lr."""
+
+    def __init__(self, optimizer: torch.optim.Optimizer, warmup: int, iterations: int):
+        self.warmup, self.iterations = warmup, iterations
+        super().__init__(optimizer)
+
+    def get_lr(self) -> list[float]:
+        k = self.last_epoch
+        return [lr * min(1.0, (k + 1) / self.warmup) * (0.1 + 0.45 * (1 + math.cos(math.pi * k / self.iterations)))
+                for lr in self.base_lrs]
 
 
 def build_teacher(cfg: TeacherTrainConfig):
@@ -84,7 +98,7 @@ def save_teacher(model, path: Path, provenance: dict) -> None:
 
     atomic_save_safetensors(model.state_dict(), path, {"provenance": json.dumps(provenance)})
     side = path.with_name(path.name.removesuffix(".safetensors") + ".config.json")
-    side.write_text(json.dumps(transformer_config_dict(model), indent=1))
+    atomic_write_text(side, json.dumps(transformer_config_dict(model), indent=1))
 
 
 def train_teacher(out: str | Path, cfg: TeacherTrainConfig | None = None, *, vae=None, progress: bool = True,
@@ -97,17 +111,19 @@ def train_teacher(out: str | Path, cfg: TeacherTrainConfig | None = None, *, vae
     """
     from tqdm import tqdm
 
+    from ..training.state import EMA
+
     cfg = cfg or TeacherTrainConfig()
     out = Path(out)
     model = build_teacher(cfg).train()
-    ema = build_teacher(cfg).eval().requires_grad_(False)
-    ema.load_state_dict(model.state_dict())
+    ema = EMA(model, cfg.ema_decay)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.99))
+    sched = WarmupCosineLR(opt, cfg.warmup, cfg.iterations)
     encoder = ToyTextEncoder()
     start = 0
     state = _state_path(out)
     if state.exists():
-        start = _load_state(state, model, ema, opt)
+        start = _load_state(state, model, ema, opt, sched)
         log.info("resuming toy teacher training at step %d", start)
     names = [n for n, _ in model.named_parameters()]
     bar = tqdm(total=cfg.iterations, initial=start, desc="toy teacher", disable=not progress)
@@ -117,17 +133,13 @@ def train_teacher(out: str | Path, cfg: TeacherTrainConfig | None = None, *, vae
         clips, prompts = training_batch(cfg.batch_size, seed=cfg.seed * 7919 + step, split="train")
         texts = [p.text if torch.rand((), generator=g) >= cfg.cond_dropout else "" for p in prompts]
         x = encode_clips(clips, vae)
-        lr = cfg.lr * min(1.0, (step + 1) / cfg.warmup) * (0.1 + 0.45 * (1 + math.cos(math.pi * step / cfg.iterations)))
-        for group in opt.param_groups:
-            group["lr"] = lr
         loss = flow_matching_loss(model, x, encoder.encode(texts), g, cfg.t_shift)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
-        with torch.no_grad():
-            for pe, pm in zip(ema.parameters(), model.parameters()):
-                pe.lerp_(pm, 1 - cfg.ema_decay)
+        sched.step()
+        ema.update(model)
         losses.append(loss.item())
         bar.update(1)
         bar.set_postfix(loss=f"{sum(losses[-50:]) / len(losses[-50:]):.4f}")
@@ -137,36 +149,47 @@ def train_teacher(out: str | Path, cfg: TeacherTrainConfig | None = None, *, vae
         last = step + 1 == cfg.iterations
         stop = should_stop is not None and should_stop()
         if (step + 1) % cfg.save_every == 0 or last or stop:
-            _save_state(state, model, ema, opt, step + 1, names)
+            _save_state(state, model, ema, opt, sched, step + 1, names)
             prov = {"what": "toy teacher", "iterations": step + 1, "config": asdict(cfg), "vae": str(vae or "shipped"),
                     "final_loss_ema50": sum(losses[-50:]) / len(losses[-50:]), "seconds": round(time.time() - t0, 1)}
-            save_teacher(ema, out, prov)
+            ema.swap(model)  # the EMA weights are the teacher
+            save_teacher(model, out, prov)
+            ema.swap(model)
         if stop:
             break
     bar.close()
     return out
 
 
-def _save_state(path: Path, model, ema, opt, step: int, names: list[str]) -> None:
+def _save_state(path: Path, model, ema, opt, sched, step: int, names: list[str]) -> None:
     tensors = {f"model.{k}": v for k, v in model.state_dict().items()}
-    tensors.update({f"ema.{k}": v for k, v in ema.state_dict().items()})
+    tensors.update({f"ema.{k}": v for k, v in ema.shadow.items()})
     for name, p in zip(names, model.parameters()):
         st = opt.state.get(p)
         if st:
             tensors[f"opt.exp_avg.{name}"] = st["exp_avg"]
             tensors[f"opt.exp_avg_sq.{name}"] = st["exp_avg_sq"]
             tensors[f"opt.step.{name}"] = torch.as_tensor(st["step"]).reshape(1).float()
-    atomic_save_safetensors(tensors, path, {"step": str(step)})
+    atomic_save_safetensors(tensors, path, {"step": str(step), "scheduler": json.dumps(sched.state_dict())})
 
 
-def _load_state(path: Path, model, ema, opt) -> int:
+def _load_state(path: Path, model, ema, opt, sched) -> int:
     with safe_open(str(path), "pt") as f:
-        step = int(f.metadata()["step"])
+        meta = f.metadata()
+        step = int(meta["step"])
         model.load_state_dict({k[6:]: f.get_tensor(k) for k in f.keys() if k.startswith("model.")})
-        ema.load_state_dict({k[4:]: f.get_tensor(k) for k in f.keys() if k.startswith("ema.")})
+        for name, shadow in ema.shadow.items():
+            shadow.copy_(f.get_tensor(f"ema.{name}"))
         for name, p in model.named_parameters():
             if f"opt.exp_avg.{name}" in f.keys():
                 opt.state[p] = {"exp_avg": f.get_tensor(f"opt.exp_avg.{name}"),
                                 "exp_avg_sq": f.get_tensor(f"opt.exp_avg_sq.{name}"),
                                 "step": f.get_tensor(f"opt.step.{name}").reshape(())}
+    if "scheduler" in meta:
+        sched.load_state_dict(json.loads(meta["scheduler"]))
+    else:  # a state written before the scheduler's was saved: the schedule's position is the step
+        sched.last_epoch = step
+        sched._last_lr = sched.get_lr()
+    for group, lr in zip(opt.param_groups, sched.get_last_lr()):  # loading a scheduler does not set the lr
+        group["lr"] = lr
     return step

@@ -16,11 +16,11 @@ import re
 import torch
 
 from ..errors import InputError
+from ..worlds import TOY_TEXT_DIM as TEXT_DIM  # 32, width of one token embedding (Wan2.1's umt5: 4096)
 from .world import COLOURS, DIRECTIONS, SHAPES, SPEEDS
 
 log = logging.getLogger(__name__)
 
-TEXT_DIM = 32  # width of one token embedding (Wan2.1's umt5: 4096)
 TEXT_LENGTH = 8  # tokens per prompt, zero padded (Wan2.1: 512); longer prompts are truncated
 PAD, UNK = 0, 1  # token ids; PAD embeds to exactly zero
 VOCAB: tuple[str, ...] = ("<pad>", "<unk>", "a", "an", "the", "moving", "standing") + tuple(COLOURS) + SHAPES + DIRECTIONS + SPEEDS

@@ -16,29 +16,18 @@ from __future__ import annotations
 import bisect
 import hashlib
 import json
-import os
-import tempfile
 from collections import OrderedDict
 from pathlib import Path
 
 import torch
 from safetensors import safe_open
 
-from ..checkpoint import atomic_save_safetensors
+from ..checkpoint import atomic_save_safetensors, atomic_write_text
 from ..errors import ConfigError, InputError
 
 FORMAT = "tmd-data/1"
 INDEX = "index.json"
 NEGATIVE = "negative.safetensors"
-
-
-def _write_json_atomic(obj, path: Path) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    with os.fdopen(fd, "w") as f:
-        json.dump(obj, f, indent=1)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 def trim_context(context: torch.Tensor) -> torch.Tensor:
@@ -162,7 +151,7 @@ class ShardWriter:
         self.index["num_samples"] += len(items)
         longest = int(tensors["context_lengths"].max())
         self.index["text_len"] = max(self.index["text_len"] or 0, longest)
-        _write_json_atomic(self.index, self.folder / INDEX)
+        atomic_write_text(self.folder / INDEX, json.dumps(self.index, indent=1))
 
     def close(self) -> Path:
         """Write the last (partial) shard and mark the set complete. Returns the folder."""
@@ -171,7 +160,7 @@ class ShardWriter:
         if self.index["num_samples"] == 0:
             raise InputError("no samples were written: give at least one prompt/latent")
         self.index["complete"] = True
-        _write_json_atomic(self.index, self.folder / INDEX)
+        atomic_write_text(self.folder / INDEX, json.dumps(self.index, indent=1))
         return self.folder
 
 

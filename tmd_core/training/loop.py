@@ -23,9 +23,7 @@ import torch
 
 from ..errors import ConfigError
 from . import steps
-from .config import STAGES, TrainConfig, check_config, to_dict, to_yaml
-from .data import ShardDataset, ShardReader
-from .models import (
+from .builders import (
     build_fake_score,
     build_stage1_student,
     build_stage2_student,
@@ -33,9 +31,11 @@ from .models import (
     load_frozen_teacher,
     teacher_identity,
 )
+from .config import STAGES, TrainConfig, check_config, to_dict, to_yaml
+from .data import ShardDataset, ShardReader
+from .previews import preview_samples
 from .runlog import JsonlLog, derive_seed, memory_mb, reduce_logs, summary_line
 from .state import EMA, load_state, rng_snapshot, save_state
-from .validation import validation_samples
 
 # progress(stage, step, total, logs): called on the main process after every step.
 Progress = Callable[[str, int, int, dict], None]
@@ -303,7 +303,7 @@ def _validate(run: _Run, stage: str, step: int, student, ema) -> None:
         if ema is not None:
             ema.swap(student)
         try:
-            record = validation_samples(run.cfg, student, run.dataset, run.out / "validation", stage, step)
+            record = preview_samples(run.cfg, student, run.dataset, run.out / "validation", stage, step)
         finally:
             if ema is not None:
                 ema.swap(student)
@@ -315,7 +315,7 @@ def _validate(run: _Run, stage: str, step: int, student, ema) -> None:
 
 def _save_student(run: _Run, student, ema, path: Path, done: dict, complete: bool) -> Path:
     """Write the student (its EMA weights when the EMA is on) with provenance, on the main process."""
-    from ..checkpoint import atomic_save_safetensors, save_tmd
+    from ..checkpoint import atomic_save_safetensors, atomic_write_text, save_tmd
     from ..model import TMDModel
 
     cfg = run.cfg
@@ -345,7 +345,7 @@ def _save_student(run: _Run, student, ema, path: Path, done: dict, complete: boo
                 meta = {"format": "wan-dmd", "transformer_config": config,
                         "provenance": json.dumps(provenance, default=str)}
                 atomic_save_safetensors(student.state_dict(), path, meta)
-                sidecar_config_path(path).write_text(config)
+                atomic_write_text(sidecar_config_path(path), config)
         finally:
             if ema is not None:
                 ema.swap(student)

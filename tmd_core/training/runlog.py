@@ -1,13 +1,14 @@
-"""Run bookkeeping: the JSON-lines log, per-process seeds, memory readings and the one-line summary."""
+"""Run bookkeeping: the JSON-lines log, per-process seeds, memory readings and the one-line summaries."""
 
 from __future__ import annotations
 
 import hashlib
 import json
-import os
 from pathlib import Path
 
 import torch
+
+from ..checkpoint import atomic_write_text
 
 STAGE_ORDER = {"stage1": 0, "stage2": 1}
 
@@ -46,9 +47,7 @@ class JsonlLog:
             if order < STAGE_ORDER[stage] or (order == STAGE_ORDER[stage] and r.get("step", 0) <= step):
                 if not (r.get("stage") == stage and r.get("step", 0) == step and r.get("event") == "stopped"):
                     keep.append(line)
-        tmp = self.path.with_suffix(".jsonl.tmp")
-        tmp.write_text("".join(k + "\n" for k in keep), encoding="utf-8")
-        os.replace(tmp, self.path)
+        atomic_write_text(self.path, "".join(k + "\n" for k in keep))
 
     def records(self) -> list[dict]:
         if not self.path.is_file():
@@ -84,3 +83,12 @@ def summary_line(stage: str, step: int, total: int, values: dict, rate: float, m
     shown = [k for k in values if "loss" in k] or list(values)[:4]
     losses = " ".join(f"{k} {values[k]:.4g}" for k in shown)
     return f"{stage} {step}/{total} | {losses} | {rate:.3g} it/s | mem {mem_mb:.0f} MiB"
+
+
+def loss_line(record: dict | None, total: int | None = None) -> str:
+    """`stage2 40/4000 | loss_student 0.41 loss_fake 0.12` from a training log record."""
+    if not record:
+        return "no training step logged"
+    losses = " ".join(f"{k} {v:.4g}" for k, v in record.items() if "loss" in k and isinstance(v, (int, float)))
+    step = f"{record.get('step', '?')}/{total}" if total else f"step {record.get('step', '?')}"
+    return f"{record.get('stage', '?')} {step} | {losses}"

@@ -18,6 +18,7 @@ from safetensors import safe_open
 
 from ..checkpoint import atomic_save_safetensors
 from ..errors import CheckpointError, ConfigError
+from ..loading import read_safetensors_header
 
 FORMAT = "tmd-train-state/1"
 
@@ -140,10 +141,9 @@ def save_state(path, *, stage: str, step: int, models: dict, optimizers: dict, e
 def read_state_header(path) -> dict:
     """The metadata of a training state file (cheap: no tensors are read)."""
     try:
-        with safe_open(str(path), framework="pt") as f:
-            meta = dict(f.metadata() or {})
-    except Exception as e:
-        raise CheckpointError(f"training state {path} is unreadable ({e}); delete it to restart the stage") from e
+        meta = read_safetensors_header(path)[1]
+    except CheckpointError as e:
+        raise CheckpointError(f"training state {path} is unreadable ({e.__cause__}); delete it to restart the stage") from e
     if meta.get("format") != FORMAT:
         raise CheckpointError(f"{path} is not a training state (format {meta.get('format')!r}, expected {FORMAT!r})")
     return meta

@@ -1,4 +1,7 @@
-"""Validation samples during training: the student on fixed prompts and seeds (docs/design.md §7)."""
+"""Preview samples during training: the student on fixed prompts and seeds (docs/design.md §7).
+
+The config calls them validation samples (`validate_every`, `validation_seeds`, the run's `validation/` folder).
+"""
 
 from __future__ import annotations
 
@@ -12,7 +15,7 @@ from ..noise import make_noise
 
 
 @torch.no_grad()
-def validation_samples(cfg, student, dataset, folder: Path, stage: str, step: int) -> dict:
+def preview_samples(cfg, student, dataset, folder: Path, stage: str, step: int) -> dict:
     """Sample the student for every seed in `cfg.validation_seeds`, seed k paired with data sample k's prompt.
 
     The latents (normalised space) are written to `folder/<stage>-<step>.safetensors` with the

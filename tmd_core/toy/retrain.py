@@ -1,4 +1,4 @@
-"""`tmd toy train`: the whole toy world from scratch — VAE, teacher, data, TMD student, DMD2-v baseline.
+"""Retraining the toy world from scratch (`tmd toy train`): VAE, teacher, data, TMD student, DMD2-v baseline.
 
 Every step writes its result atomically and is skipped when that result exists, so re-running the
 command continues where an interrupted run stopped (each training step also resumes mid-way).
@@ -122,15 +122,14 @@ def train_all(run_dir="runs/toy", plan: ToyPlan | None = None, install: bool = F
 
 def install_assets(paths: dict[str, Path]) -> None:
     """Copy a run's files into tmd_core/toy/assets, the models as bf16 (the shipped toy world, <= 20 MB)."""
-    from safetensors import safe_open
     from safetensors.torch import load_file
 
     from ..checkpoint import atomic_save_safetensors
+    from ..loading import read_safetensors_header
 
     ASSETS.mkdir(exist_ok=True)
     for name, src in paths.items():
-        with safe_open(str(src), "pt") as f:
-            meta = f.metadata() or {}
+        meta = read_safetensors_header(src)[1]
         # the VAE stays fp32 (1.3 MB): its decoder draws every pixel the benchmark reads
         cast = name != "toy_vae"
         sd = {k: v.to(torch.bfloat16) if cast and v.is_floating_point() else v for k, v in load_file(str(src)).items()}

@@ -1,4 +1,4 @@
-"""Distillation driven from inside another program (docs/design.md §7: a host such as ComfyUI drives the loop).
+"""One-call distillation: make the teacher's data, then distill, in this process (docs/design.md §7).
 
 `distill_in_process` makes the training set with the in-memory teacher (docs/method.md §6), unless a data
 folder is given, then runs `run_distill` (§4–5) on it, all in one run folder:
@@ -23,11 +23,11 @@ from pathlib import Path
 import torch
 
 from ..errors import ConfigError, InputError
+from ..worlds import is_toy_teacher, latent_shape_for
 from .config import TrainConfig, apply_overrides, preset
 
 # progress(phase, done, total, logs): phase "data" while the teacher makes samples, then "stage1"/"stage2".
 Progress = Callable[[str, int, int, dict], None]
-WAN21_VAE = (4, 8)  # Wan2.1's VAE: frames and pixels per latent cell (temporal, spatial); 16 channels
 DATA_SHARD_SIZE = 8  # samples per shard of a data set made here: what a stop keeps
 
 
@@ -43,50 +43,12 @@ class DistillResult:
     last_log: dict | None  # the last logged training record (losses), if any
 
 
-def is_toy_teacher(teacher) -> bool:
-    """True for a model of the toy world (tmd_core.toy): its 16-channel VAE latents and 32-wide toy text embeddings
-    (Wan2.1 has 16 channels too, but 4096-wide umt5 text)."""
-    from ..toy.latent import LATENT_CHANNELS
-    from ..toy.text import TEXT_DIM
-
-    return teacher.config.in_channels == LATENT_CHANNELS and teacher.config.text_dim == TEXT_DIM
-
-
 def preset_for_teacher(teacher) -> str:
     """The training preset whose unexposed settings (other lrs, update ratios, precision) suit this teacher."""
     if is_toy_teacher(teacher):
         return "toy"
     width = teacher.config.num_attention_heads * teacher.config.attention_head_dim
     return "wan21_14b" if width >= 5120 else "wan21_1p3b"
-
-
-def latent_shape_for(teacher, frames: int, height: int, width: int) -> tuple[int, int, int, int]:
-    """(C, F, H, W) of the latent of a `frames` x `height` x `width` video for this teacher's VAE.
-
-    Wan2.1 (16 channels): ((frames - 1) // 4 + 1, height / 8, width / 8), like EmptyHunyuanLatentVideo;
-    the toy world (16 channels, 32-wide text): its VAE's (frames / 4, height / 8, width / 8).
-    """
-    from ..toy import latent as toy_latent
-
-    cfg = teacher.config
-    if is_toy_teacher(teacher):
-        if frames % toy_latent.TEMPORAL:
-            raise InputError(f"toy videos have a multiple of {toy_latent.TEMPORAL} frames (one latent frame per "
-                             f"{toy_latent.TEMPORAL}), got {frames}")
-        cell = toy_latent.SPATIAL
-        shape = (toy_latent.LATENT_CHANNELS, frames // toy_latent.TEMPORAL, height // cell, width // cell)
-    elif cfg.in_channels == 16:
-        cell = WAN21_VAE[1]
-        shape = (16, (frames - 1) // WAN21_VAE[0] + 1, height // cell, width // cell)
-    else:
-        raise InputError(
-            f"the teacher has {cfg.in_channels} latent channels: data can be made for Wan2.1 and the toy world "
-            "(16 channels) only; give a data folder made with this teacher instead"
-        )
-    step = cell * cfg.patch_size[1]
-    if height % step or width % step or min(shape[1:]) < 1:
-        raise InputError(f"width and height must be positive multiples of {step} for this teacher, got {width}x{height}")
-    return shape
 
 
 def make_config(teacher, run_dir, data, *, name: str, stages: Sequence[str], overrides: dict,
@@ -217,8 +179,6 @@ def stage_totals(cfg: TrainConfig) -> dict[str, int]:
     return {s: stage_iterations(cfg, s) for s in cfg.stages}
 
 
-
-
 def check_run_name(name: str) -> str:
     """A run/checkpoint name: a plain file name without folders (".safetensors" is dropped)."""
     name = name.strip().removesuffix(".safetensors")
@@ -241,56 +201,20 @@ def data_request(teacher, prompts: Sequence[str], contexts: Sequence[torch.Tenso
     """Keyword arguments of `make_run_data` (for `distill_in_process`).
 
     Args:
-        contexts: per prompt Tensor[L, D] from the host's text encoder, and its negative prompt's embedding;
-            None for a toy-world teacher, whose text encoder (tmd_core.toy) needs no weights.
+        contexts: per prompt Tensor[L, D] from the host's text encoder, and its negative prompt's embedding
+            (for a toy-world teacher: tmd_core.toy.text.ToyTextEncoder's, which needs no weights).
     """
     if not prompts:
         raise InputError("no prompts: give at least one prompt (one per line) or a prompt file, or a data folder")
     if contexts is None:
-        if not is_toy_teacher(teacher):
-            raise InputError("no text encoder for the prompts: connect a CLIP (CLIPLoader, type wan) to encode them, "
-                             "or give a data folder of precomputed samples")
-        from ..toy.text import ToyTextEncoder
-
-        enc = ToyTextEncoder()
-        contexts, negative_context = list(enc.encode(list(prompts))), enc.null_context(1)[0]
+        if is_toy_teacher(teacher):
+            raise InputError("no contexts for the toy prompts: encode them with tmd_core.toy.text.ToyTextEncoder")
+        raise InputError("no text encoder for the prompts: connect a CLIP (CLIPLoader, type wan) to encode them, "
+                         "or give a data folder of precomputed samples")
     return {"prompts": list(prompts), "contexts": list(contexts), "negative_context": negative_context,
             "latent_shape": latent_shape_for(teacher, frames, height, width), "samples_per_prompt": samples_per_prompt,
             "steps": steps, "shift": shift, "guidance_scale": guidance_scale, "seed": seed}
 
 
-def install_checkpoint(src: Path, dst: Path) -> Path:
-    """Copy a finished checkpoint into a model folder atomically (temporary file, fsync, rename)."""
-    import os
-    import shutil
-    import tempfile
-
-    dst = Path(dst)
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{dst.name}.", suffix=".tmp", dir=dst.parent)
-    try:
-        with os.fdopen(fd, "wb") as out, open(src, "rb") as f:
-            shutil.copyfileobj(f, out, 16 << 20)
-            out.flush()
-            os.fsync(out.fileno())
-        os.chmod(tmp, os.stat(src).st_mode & 0o777)
-        os.replace(tmp, dst)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return dst
-
-
-def loss_line(record: dict | None, total: int | None = None) -> str:
-    """`stage2 40/4000 | loss_student 0.41 loss_fake 0.12` from a training log record."""
-    if not record:
-        return "no training step logged"
-    losses = " ".join(f"{k} {v:.4g}" for k, v in record.items() if "loss" in k and isinstance(v, (int, float)))
-    step = f"{record.get('step', '?')}/{total}" if total else f"step {record.get('step', '?')}"
-    return f"{record.get('stage', '?')} {step} | {losses}"
-
-
-__all__ = ["DistillResult", "check_run_name", "data_request", "distill_in_process", "install_checkpoint",
-           "is_toy_teacher", "latent_shape_for", "loss_line", "make_config", "make_run_data", "preset_for_teacher",
-           "prompt_lines", "stage_totals"]
+__all__ = ["DistillResult", "check_run_name", "data_request", "distill_in_process", "make_config", "make_run_data",
+           "preset_for_teacher", "prompt_lines", "stage_totals"]

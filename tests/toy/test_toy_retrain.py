@@ -3,7 +3,7 @@
 import json
 
 from tmd_core import load_teacher, load_tmd, read_tmd_info
-from tmd_core.toy.pipeline import ToyPlan, run_outputs, train_all
+from tmd_core.toy.retrain import ToyPlan, run_outputs, train_all
 
 
 def test_train_all_runs_every_step_and_a_rerun_continues(tmp_path):
