@@ -7,6 +7,7 @@ from helpers_wan import make_tiny_teacher, tiny_inputs
 from tmd_core import TMDModel
 
 
+@pytest.mark.slow
 def test_fusion_layer_triton_matches_torch(triton_device):
     student = TMDModel.from_teacher(make_tiny_teacher(seed=4), head_blocks=2).to(triton_device)
     with torch.no_grad():

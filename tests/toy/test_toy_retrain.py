@@ -2,10 +2,13 @@
 
 import json
 
+import pytest
+
 from tmd_core import load_teacher, load_tmd, read_tmd_info
 from tmd_core.toy.retrain import ToyPlan, run_outputs, train_all
 
 
+@pytest.mark.slow
 def test_train_all_runs_every_step_and_a_rerun_continues(tmp_path):
     plan = ToyPlan(vae_iterations=2, teacher_iterations=2, data_seeds_per_prompt=1, data_steps=1, stage1_iterations=1,
                    stage2_iterations=1, dmd_iterations=1)

@@ -2,7 +2,6 @@
 
 import math
 
-import pytest
 import torch
 from safetensors.torch import load_file
 
@@ -25,7 +24,6 @@ def test_the_schedule_is_warmup_then_cosine_to_a_tenth():
     assert sched.get_last_lr()[0] == cfg.lr * 0.1
 
 
-@pytest.mark.slow
 def test_a_stopped_run_resumes_to_the_same_teacher(tmp_path):
     vae = ToyVAE(VAEConfig(width=16)).eval().requires_grad_(False)
     whole = train_teacher(tmp_path / "a" / "teacher.safetensors", TeacherTrainConfig(**TINY), vae=vae, progress=False)
