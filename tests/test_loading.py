@@ -256,7 +256,7 @@ def test_sha256_is_streamed_file_digest_and_folder_digest_tracks_weights(teacher
 # --- errors -------------------------------------------------------------------------------------
 
 def test_missing_path():
-    with pytest.raises(FileNotFoundError, match="Wan checkpoint not found: .*nowhere.safetensors"):
+    with pytest.raises(FileNotFoundError, match="checkpoint not found: .*nowhere.safetensors"):
         load_teacher("/nonexistent/nowhere.safetensors")
 
 

@@ -84,7 +84,7 @@ def test_head_blocks_out_of_range(h):
 
 
 def test_unknown_fusion_kind():
-    with pytest.raises(ConfigError, match="unknown fusion kind"):
+    with pytest.raises(ConfigError, match="fusion must be one of 'gated', 'concat', got 'sum'"):
         TMDModel.from_teacher(make_tiny_teacher(seed=0), head_blocks=1, fusion="sum")
 
 
@@ -99,5 +99,5 @@ def test_input_errors_are_clear():
         student.backbone(x, 0.5, torch.randn(1, 7, teacher.config.text_dim + 3))
     with pytest.raises(InputError, match="must be 5-D"):
         student.backbone(x[:, :, 0], 0.5, ctx)
-    with pytest.raises(InputError, match="divisible by the patch size"):
+    with pytest.raises(InputError, match="must be positive multiples of the patch size 1x2x2"):
         student.backbone(torch.randn(1, c, 3, 7, 8), 0.5, ctx)

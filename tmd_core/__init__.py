@@ -1,8 +1,8 @@
 """tmd_core: Transition Matching Distillation (arXiv:2601.09881) for Wan2.1 video, independent of any host."""
 
 from .checkpoint import load_tmd, read_tmd_info, save_tmd
-from .errors import CheckpointError, ConfigError, InputError, TMDError
-from .loading import detect_checkpoint_kind, load_teacher, teacher_sha256
+from .errors import CheckpointError, ConfigError, InputError, NonFiniteError, TMDError
+from .loading import describe_checkpoint, detect_checkpoint_kind, load_teacher, teacher_sha256
 from .model import BackboneOut, TMDConfig, TMDModel
 from .noise import make_noise
 from .sampler import sample_dmd, sample_teacher, sample_tmd
@@ -15,11 +15,13 @@ __all__ = [
     "CheckpointError",
     "ConfigError",
     "InputError",
+    "NonFiniteError",
     "TMDConfig",
     "TMDError",
     "TMDModel",
     "TMDSchedule",
     "effective_nfe",
+    "describe_checkpoint",
     "detect_checkpoint_kind",
     "load_teacher",
     "teacher_sha256",

@@ -13,15 +13,38 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from .errors import CheckpointError, ConfigError
+from .errors import CheckpointError, CheckpointNotFoundError, ConfigError, InputError
 from .loading import read_safetensors_header
 from .model import TMDConfig, TMDModel
+from .transition import INNER_VELOCITY
+from .validation import check_dtype
 from .wan_build import build_empty_wan, load_in_place, transformer_config_dict
 
 FORMAT = "tmd/1"
 # tmd/1 files without `inner_velocity` in their tmd_config were trained with u = y1 - head (pack 0.1).
 LEGACY_INNER_VELOCITY = "y1-head"
 PARTS = ("transformer", "fusion", "emb_gap")
+
+
+TMP_SUFFIX = ".tmp"  # temporaries of the atomic writer: `.<name>.<random>.tmp` beside the file they become
+
+
+def remove_stale_temporaries(folder) -> list[Path]:
+    """Delete the atomic writers' leftovers (`.<name>.<random>.tmp[.<suffix>]`) in `folder`: what a process killed during a
+    write leaves. Call it when a run starts in a folder it owns (no other writer is active there).
+
+    Returns:
+        The files removed.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    removed = []
+    for p in folder.glob(".*"):  # `.x.safetensors.ab12.tmp`, and videos' `.x.mp4.ab12.tmp.mp4`
+        if p.is_file() and TMP_SUFFIX in p.suffixes[-2:]:
+            p.unlink(missing_ok=True)
+            removed.append(p)
+    return removed
 
 
 def _atomic_write(path, write: Callable[[str], None], mode: int | None = None) -> Path:
@@ -32,7 +55,7 @@ def _atomic_write(path, write: Callable[[str], None], mode: int | None = None) -
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TMP_SUFFIX, dir=path.parent)
     os.close(fd)
     if mode is None:
         umask = os.umask(0)
@@ -102,7 +125,7 @@ def _open_header(path) -> tuple[dict, dict[str, tuple[tuple[int, ...], str]]]:
     """(metadata, {key: (shape, dtype name)}) of a checkpoint file, read without its tensors."""
     path = Path(path)
     if not path.exists():
-        raise CheckpointError(f"no checkpoint at {path}: check the file name and folder")
+        raise CheckpointNotFoundError(f"no checkpoint at {path}: check the file name and folder")
     if path.is_dir():
         raise CheckpointError(f"{path} is a folder; a TMD checkpoint is a single .safetensors file")
     try:
@@ -135,10 +158,58 @@ def _check_format(path, metadata: dict, keys: list[str]) -> None:
     )
 
 
+def _block_count(keys) -> int:
+    """Number of transformer blocks a tmd/1 file holds (`transformer.blocks.<i>.`)."""
+    ids = {k.split(".")[2] for k in keys if k.startswith("transformer.blocks.")}
+    return len({i for i in ids if i.isdigit()})
+
+
+def _parse_metadata(path, metadata: dict, keys: list[str]) -> tuple[dict, dict]:
+    """(tmd_config, transformer_config) of a tmd/1 file, checked: CheckpointError for missing, broken or
+    impossible values (head_blocks outside 1..L-1, a layer count that differs from the blocks stored)."""
+    name = Path(path).name
+    parsed = {}
+    for field in ("tmd_config", "transformer_config"):
+        if field not in metadata:
+            raise CheckpointError(f"{name} has no {field} metadata: it was not written by save_tmd or was cut short; "
+                                  "re-save or re-download it")
+        try:
+            parsed[field] = json.loads(metadata[field])
+        except ValueError as e:
+            raise CheckpointError(f"{name}: its {field} metadata is not valid JSON ({e}): the file is corrupt; "
+                                  "re-save or re-download it") from e
+        if not isinstance(parsed[field], dict):
+            raise CheckpointError(f"{name}: its {field} metadata must be a JSON object, got {metadata[field][:60]!r}: "
+                                  "the file is corrupt; re-save or re-download it")
+    tmd_config, tr_config = parsed["tmd_config"], parsed["transformer_config"]
+    missing = [k for k in ("num_layers", "head_blocks") if k not in tmd_config]
+    if missing:
+        raise CheckpointError(f"{name}: its tmd_config metadata lacks {', '.join(missing)}: the file is corrupt or was "
+                              "edited; re-save or re-download it")
+    tmd_config.setdefault("inner_velocity", LEGACY_INNER_VELOCITY)  # files written before it was recorded
+    try:  # every field but the inner-velocity reading (an old reading is reported, and refused by load_tmd)
+        TMDConfig.from_dict({**tmd_config, "inner_velocity": INNER_VELOCITY})
+    except (ConfigError, InputError, TypeError, ValueError) as e:
+        raise CheckpointError(f"{name}: its tmd_config metadata is impossible ({e}): the file is corrupt or was "
+                              "edited; re-save or re-download it") from e
+    blocks = _block_count(keys)
+    layers = {"tmd_config.num_layers": tmd_config["num_layers"],
+              "transformer_config.num_layers": tr_config.get("num_layers"), "stored blocks": blocks}
+    if len(set(layers.values())) != 1:
+        raise CheckpointError(f"{name}: its layer counts disagree ({', '.join(f'{k} {v}' for k, v in layers.items())}): "
+                              "the metadata does not describe the weights; re-save or re-download the file")
+    return tmd_config, tr_config
+
+
 def read_tmd_info(path) -> dict:
-    """Header-only summary of a `tmd/1` file: format, sizes, H/L, trained schedule, provenance."""
+    """Header-only summary of a `tmd/1` file: format, sizes, H/L, trained schedule, provenance.
+
+    The metadata is checked (CheckpointError for a missing, broken or impossible tmd_config); an old
+    inner-velocity reading is reported as it is (`tmd_config.inner_velocity`), not refused.
+    """
     metadata, entries = _open_header(path)
     _check_format(path, metadata, list(entries))
+    tmd_config, tr_config = _parse_metadata(path, metadata, list(entries))
     counts = {p: 0 for p in PARTS}
     dtypes = set()
     for k, (shape, dtype) in entries.items():
@@ -147,10 +218,13 @@ def read_tmd_info(path) -> dict:
             n *= d
         counts[k.split(".", 1)[0]] = counts.get(k.split(".", 1)[0], 0) + n
         dtypes.add(dtype)
-    tmd_config = json.loads(metadata["tmd_config"])
-    tmd_config.setdefault("inner_velocity", LEGACY_INNER_VELOCITY)
+    try:
+        provenance = json.loads(metadata.get("provenance", "{}"))
+    except ValueError:
+        provenance = {"unreadable": metadata["provenance"][:80]}
     return {
         "path": str(path),
+        "kind": "tmd",
         "format": metadata["format"],
         "file_bytes": Path(path).stat().st_size,
         "parameters": counts,
@@ -158,8 +232,8 @@ def read_tmd_info(path) -> dict:
         "num_layers": tmd_config["num_layers"],
         "head_blocks": tmd_config["head_blocks"],
         "tmd_config": tmd_config,
-        "transformer_config": json.loads(metadata["transformer_config"]),
-        "provenance": json.loads(metadata.get("provenance", "{}")),
+        "transformer_config": tr_config,
+        "provenance": provenance if isinstance(provenance, dict) else {"value": provenance},
     }
 
 
@@ -171,18 +245,15 @@ def load_tmd(path, dtype: torch.dtype | None = None, device="cpu") -> TMDModel:
     Returns:
         TMDModel in eval mode on `device`.
     """
+    dtype = check_dtype("dtype", dtype)
     metadata, entries = _open_header(path)
     keys = list(entries)
     _check_format(path, metadata, keys)
+    raw, tr_cfg = _parse_metadata(path, metadata, keys)
     try:
-        raw = json.loads(metadata["tmd_config"])
-        raw.setdefault("inner_velocity", LEGACY_INNER_VELOCITY)  # files written before it was recorded
         tcfg = TMDConfig.from_dict(raw)
-        tr_cfg = json.loads(metadata["transformer_config"])
-    except ConfigError as e:
+    except ConfigError as e:  # an old inner-velocity reading
         raise CheckpointError(f"{Path(path).name}: {e}") from e
-    except (KeyError, TypeError, ValueError) as e:
-        raise CheckpointError(f"{Path(path).name}: broken tmd_config/transformer_config metadata ({e})") from e
     with torch.device("meta"):
         transformer = build_empty_wan(tr_cfg)
         model = TMDModel(transformer, tcfg)

@@ -18,7 +18,7 @@ from typing import Any
 
 import torch
 
-from .errors import CheckpointError, InputError
+from .errors import CheckpointError, CheckpointNotFoundError, InputError
 from .layouts import (
     CONFIG_FIELDS,
     SHAPE_FIELDS,
@@ -35,7 +35,7 @@ from .wan_build import rebuild_rope
 
 __all__ = [
     "load_teacher", "teacher_from_state_dict", "detect_checkpoint_kind", "teacher_sha256",
-    "read_safetensors_header", "sidecar_config_path", "infer_wan_config",
+    "read_safetensors_header", "sidecar_config_path", "infer_wan_config", "describe_checkpoint",
     "original_to_diffusers_state_dict", "diffusers_to_original_state_dict",
 ]
 
@@ -104,9 +104,10 @@ def _open_tensors(files: list[Path]) -> dict[str, torch.Tensor]:
 
 def _check_exists(path: Path) -> None:
     if not path.exists():
-        raise FileNotFoundError(
-            f"Wan checkpoint not found: {path} (expected a .safetensors file or a diffusers folder with "
-            f"config.json). Check the path; ComfyUI keeps Wan files in models/diffusion_models."
+        raise CheckpointNotFoundError(
+            f"checkpoint not found: {path} (expected a .safetensors file, a TMD student or a Wan teacher, or a "
+            f"diffusers folder with config.json). Check the path; ComfyUI keeps TMD students in models/tmd and Wan "
+            f"files in models/diffusion_models."
         )
 
 
@@ -192,7 +193,8 @@ def detect_checkpoint_kind(path: str | Path) -> str:
     Returns:
         "wan-original" (original/ComfyUI keys), "wan-diffusers" (diffusers keys, one file),
         "wan-diffusers-folder" (config.json + shards) or "tmd" (a TMD student, format "tmd/N").
-        Raises FileNotFoundError for a missing path, CheckpointError for anything else.
+        Raises CheckpointNotFoundError (a CheckpointError and a FileNotFoundError) for a missing path,
+        CheckpointError for anything else.
     """
     path = Path(path)
     _check_exists(path)
@@ -245,6 +247,54 @@ def teacher_sha256(path: str | Path, chunk_bytes: int = 16 << 20) -> str:
     return digest.hexdigest()
 
 
+def describe_checkpoint(path: str | Path) -> dict:
+    """Header-only facts of any checkpoint this package reads (no tensor data is read).
+
+    A `tmd` file gives `read_tmd_info`'s record. A Wan file (a teacher, or a DMD2-v student saved by
+    `tmd distill`) gives: path, kind, format (the file's metadata `format`, or its layout), file_bytes,
+    parameters ({"transformer": n}), dtypes, num_layers, transformer_config (config.json, sidecar, or
+    inferred from the shapes, as load_teacher decides) and provenance (a DMD2-v student's, else {}).
+    """
+    path = Path(path)
+    kind = detect_checkpoint_kind(path)
+    if kind == "tmd":
+        from .checkpoint import read_tmd_info
+
+        return read_tmd_info(path)
+    if kind == "wan-diffusers-folder":
+        folder = _diffusers_folder(path)
+        file_config, files = _read_folder_config(folder), _folder_weight_files(folder)
+    else:
+        file_config, files = _read_sidecar(path) or {}, [path]
+    entries: dict[str, tuple[tuple[int, ...], str]] = {}
+    metadata: dict[str, str] = {}
+    for file in files:
+        e, m = read_safetensors_header(file)
+        entries.update(e)
+        metadata = metadata or m
+    sd = strip_comfy_prefix(entries)
+    check_supported_variant(sd, str(path))
+    config = dict(file_config)
+    if not all(k in config for k in SHAPE_FIELDS):
+        config = {**infer_wan_config({k: v[0] for k, v in entries.items()}, config.get("num_attention_heads")), **config}
+    try:
+        provenance = json.loads(metadata.get("provenance", "{}"))
+    except ValueError:
+        provenance = {"unreadable": metadata["provenance"][:80]}
+    n = 0
+    for shape, _ in sd.values():
+        k = 1
+        for d in shape:
+            k *= d
+        n += k
+    return {
+        "path": str(path), "kind": kind, "format": metadata.get("format") or kind,
+        "file_bytes": sum(f.stat().st_size for f in files), "parameters": {"transformer": n},
+        "dtypes": sorted({d for _, d in sd.values()}), "num_layers": config["num_layers"],
+        "transformer_config": config, "provenance": provenance if isinstance(provenance, dict) else {},
+    }
+
+
 # ---------------------------------------------------------------------------------------------
 # Building the model
 # ---------------------------------------------------------------------------------------------
@@ -267,6 +317,9 @@ def load_teacher(
     Returns:
         The model in eval mode, with real rope buffers.
     """
+    from .validation import check_dtype
+
+    dtype = check_dtype("dtype", dtype)
     path = Path(path)
     kind = detect_checkpoint_kind(path)
     if kind == "tmd":

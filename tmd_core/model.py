@@ -35,6 +35,14 @@ class TMDConfig:
                 f"the pack samples and trains u = {INNER_VELOCITY} (docs/method.md §2). The two read the same head "
                 "differently, so the weights cannot be converted: distill the student again (tmd distill)"
             )
+        from .fusion import FUSION_KINDS
+
+        for name in ("num_layers", "head_blocks"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int):
+                raise ConfigError(f"{name} must be an integer, got {v!r}")
+        if self.fusion not in FUSION_KINDS:
+            raise ConfigError(f"fusion must be one of {', '.join(map(repr, FUSION_KINDS))}, got {self.fusion!r}")
         if not 0 < self.head_blocks < self.num_layers:
             raise ConfigError(
                 f"head_blocks must be between 1 and {self.num_layers - 1} for a {self.num_layers}-block "

@@ -11,7 +11,7 @@ from .errors import InputError
 from .model import TMDModel, wan_timestep
 from .schedule import TMDSchedule, shifted_grid
 from .transition import inner_flow
-from .validation import check_latent_and_context
+from .validation import check_float, check_int, check_latent_and_context, ensure_finite
 
 # callback(step_index, inner_index, x0_estimate): outer/inner counted from 0 in the order they run.
 Callback = Callable[[int, int, torch.Tensor], None]
@@ -62,6 +62,8 @@ def sample_tmd(
         Tensor[B, C, F, H, W] float32: x_0 in the normalised latent space.
     """
     check_latent_and_context(model.config, noise, context)
+    if not all(hasattr(schedule, a) for a in ("outer_times", "inner_times")):  # a TMDSchedule (of any import path)
+        raise InputError(f"schedule must be a TMDSchedule, got {type(schedule).__name__}: e.g. TMDSchedule(2, 2)")
     t = schedule.outer_times().tolist()  # t_M .. t_0
     s = schedule.inner_times().tolist()  # s_N .. s_0
     gens = generator if generator is not None else inner_noise_generators(noise)
@@ -77,6 +79,8 @@ def sample_tmd(
 
         y = inner_flow(model, out, y1, s, on_step)
         x = x - (t_i - t_prev) * y  # Eq. 4
+        ensure_finite(x, f"in transition {i + 1} of {len(t) - 1} (t = {t_i:.4g} -> {t_prev:.4g}, backbone + flow head)",
+                      {"model": model}, {"context": context})
     return x
 
 
@@ -124,15 +128,22 @@ def sample_teacher(
     Returns Tensor[B, C, F, H, W] float32 in the normalised latent space.
     """
     check_latent_and_context(transformer.config, noise, context)
+    steps = check_int("steps", steps, 1)
+    shift = check_float("shift", shift, 0, lo_open=True)
+    guidance_scale = check_float("guidance_scale", guidance_scale, hint="1 turns classifier-free guidance off")
     if guidance_scale != 1.0 and negative_context is None:
         raise InputError("guidance_scale != 1 needs a negative_context (the negative prompt's embedding)")
+    if negative_context is not None:
+        check_latent_and_context(transformer.config, noise, negative_context, context_name="the negative context")
     t = shifted_grid(steps, shift, t_max).tolist()
     x = noise.float()
+    inputs = {"context": context, **({"negative_context": negative_context} if negative_context is not None else {})}
     for i in range(len(t) - 1):
         v = teacher_velocity(transformer, x, t[i], context, negative_context, guidance_scale)
         if callback is not None:
             callback(i, 0, x - t[i] * v)  # Eq. 17: g(x_t, t) = x_t - t v
         x = x - (t[i] - t[i + 1]) * v
+        ensure_finite(x, f"at teacher step {i + 1} of {len(t) - 1} (t = {t[i]:.4g})", {"teacher": transformer}, inputs)
     return x
 
 
@@ -154,6 +165,8 @@ def sample_dmd(
     if isinstance(times, TMDSchedule):
         times = times.outer_times()
     t = torch.as_tensor(times, dtype=torch.float64).tolist()
+    if len(t) < 2 or any(a <= b for a, b in zip(t, t[1:])) or t[-1] != 0.0 or not 0 < t[0] <= 1:
+        raise InputError(f"times must be strictly descending from at most 1 to exactly 0, got {t}")
     x = noise.float()
     for i in range(len(t) - 1):
         v = teacher_velocity(transformer, x, t[i], context)
@@ -162,4 +175,6 @@ def sample_dmd(
             callback(i, 0, g)
         ratio = t[i + 1] / t[i]
         x = (1.0 - ratio) * g + ratio * x
+        ensure_finite(x, f"at student step {i + 1} of {len(t) - 1} (t = {t[i]:.4g})", {"student": transformer},
+                      {"context": context})
     return x

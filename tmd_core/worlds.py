@@ -37,6 +37,11 @@ def is_toy_teacher(teacher) -> bool:
     return teacher.config.in_channels == TOY_LATENT_CHANNELS and teacher.config.text_dim == TOY_TEXT_DIM
 
 
+def is_toy_config(config: dict) -> bool:
+    """`is_toy_teacher` for a transformer config dict (e.g. `describe_checkpoint(path)["transformer_config"]`)."""
+    return config.get("in_channels") == TOY_LATENT_CHANNELS and config.get("text_dim") == TOY_TEXT_DIM
+
+
 def is_wan21(model) -> bool:
     """True for a Wan2.1 model: 16 latent channels, and not the toy world's."""
     return model.config.in_channels == WAN21_CHANNELS and not is_toy_teacher(model)
