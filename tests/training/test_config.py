@@ -132,7 +132,7 @@ def test_teacher_student_architecture_mismatch(world, tmp_path):
 def test_existing_run_needs_resume(world, tmp_path):
     cfg = tiny_cfg(world, tmp_path)
     (tmp_path / "run").mkdir()
-    (tmp_path / "run" / "log.jsonl").write_text("")
+    (tmp_path / "run" / "log.jsonl").write_text('{"stage": "stage1", "step": 10, "loss": 0.5}\n')
     with pytest.raises(ConfigError, match="already holds a run .*pass --resume"):
         run_distill(cfg)
 

@@ -7,6 +7,7 @@ or `torchrun --nproc_per_node N -m tmd_core distill ...`.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import sys
@@ -30,7 +31,8 @@ def register(sub) -> None:
     p.add_argument("--stages", help="stage1, stage2 or stage1,stage2 (sets stages)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override one field (repeatable)")
     p.add_argument("--resume", action="store_true", help="continue the run in output_dir from its last state")
-    p.add_argument("--dry-run", action="store_true", help="print the resolved config, check it, and exit")
+    p.add_argument("--dry-run", action="store_true", help="print the resolved config, run every check the real run "
+                   "makes before loading anything (settings, teacher and data headers, output_dir), and exit")
     p.set_defaults(func=run)
 
 
@@ -54,29 +56,24 @@ def resolve_config(args):
         parts = key.strip().split(".")
         for part in parts[:-1]:
             node = node.setdefault(part, {})
-        node[parts[-1]] = yaml.safe_load(value)
+        if not all(parts):
+            raise ConfigError(f"--set {item!r}: the key must be dotted field names, e.g. stage1.lr=1e-5")
+        try:
+            node[parts[-1]] = yaml.safe_load(value)
+        except yaml.YAMLError as e:
+            raise ConfigError(f"--set {item!r}: the value is not valid YAML ({str(e).splitlines()[0]}): quote it, "
+                              "e.g. --set name='\"my run\"'") from e
         apply_overrides(cfg, nested, where="--set")
     return cfg
 
 
-def _world_size() -> int:
-    return int(os.environ.get("WORLD_SIZE", "1"))
-
-
-def run(args) -> int:
-    from ..training.config import check_config, to_yaml
-
-    cfg = resolve_config(args)
-    if args.dry_run:
-        print(to_yaml(cfg), end="")
-        check_config(cfg, _world_size())
-        print(f"# config ok for {_world_size()} process(es)")
-        return 0
-    from ..training.loop import run_distill
-
+@contextlib.contextmanager
+def graceful_stop():
+    """Ctrl-C / SIGTERM ask the training loop to stop after its current step (with a resumable state); a
+    second Ctrl-C aborts. Yields `should_stop()`."""
     stop = {"flag": False}
 
-    def request_stop(signum, frame):  # Ctrl-C / SIGTERM: save a resumable state at the next step
+    def request_stop(signum, frame):
         if stop["flag"]:
             raise KeyboardInterrupt
         stop["flag"] = True
@@ -84,13 +81,32 @@ def run(args) -> int:
 
     old = {s: signal.signal(s, request_stop) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
-        path = run_distill(cfg, should_stop=lambda: stop["flag"], resume=args.resume)
+        yield lambda: stop["flag"]
     finally:
         for s, h in old.items():
             signal.signal(s, h)
+
+
+def _world_size() -> int:
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def run(args) -> int:
+    from ..training.config import check_run, to_yaml
+
+    cfg = resolve_config(args)
+    if args.dry_run:  # exactly the checks run_distill makes before it loads anything
+        print(to_yaml(cfg), end="")
+        check_run(cfg, _world_size(), resume=args.resume)
+        print(f"# config ok for {_world_size()} process(es): teacher, data and output_dir checked")
+        return 0
+    from ..training.loop import run_distill
+
+    with graceful_stop() as stop:
+        path = run_distill(cfg, should_stop=stop, resume=args.resume)
     if os.environ.get("RANK", "0") != "0":
         return 0
-    if stop["flag"]:
+    if stop():
         print(f"stopped: partial student {path}; continue with the same command plus --resume")
         return 0
     print(f"distill: wrote {path}")

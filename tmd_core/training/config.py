@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import dataclasses
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import ConfigError, InputError
+from ..fusion import FUSION_KINDS
 from ..schedule import TMDSchedule
+from ..validation import check_choice, check_float, check_int, check_output_folder, check_seed
 
 
 @dataclass
@@ -198,10 +201,21 @@ def load_config(preset_name: str = "wan21_1p3b", yaml_path: str | Path | None = 
 
         p = Path(yaml_path)
         if not p.exists():
-            raise ConfigError(f"no config file at {p}")
-        data = yaml.safe_load(p.read_text()) or {}
+            raise ConfigError(f"--config: no config file at {p}: check the path")
+        if p.is_dir():
+            raise ConfigError(f"--config: {p} is a folder, expected a YAML file of config keys")
+        try:
+            data = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
+        except UnicodeDecodeError as e:
+            raise ConfigError(f"--config: {p} is not a text (UTF-8 YAML) file") from e
+        except yaml.YAMLError as e:  # broken syntax, and tags such as !!python/object (safe_load builds no objects)
+            where = getattr(e, "problem_mark", None)
+            at = f" at line {where.line + 1}" if where is not None else ""
+            problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+            raise ConfigError(f"--config: {p} is not valid YAML{at} ({problem}); only plain keys and values are read "
+                              "(no !!python tags): fix the file") from e
         if not isinstance(data, dict):
-            raise ConfigError(f"{p} must hold a mapping of config keys, got {type(data).__name__}")
+            raise ConfigError(f"--config: {p} must hold a mapping of config keys, got {type(data).__name__}")
         apply_overrides(cfg, data, where=p.name)
     apply_overrides(cfg, overrides)
     return cfg
@@ -226,17 +240,35 @@ def to_yaml(cfg) -> str:
 
 
 STAGES = ("stage1", "stage2")
+RUN_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
+# Files that mean an output_dir holds a run (a log with at least one step, or saved state / students).
+RUN_FILES = ("state-stage1.safetensors", "state-stage2.safetensors", "stage1.safetensors")
 
 
-def check_config(cfg: TrainConfig, world_size: int = 1, *, teacher_given: bool = False) -> None:
-    """Raise ConfigError for settings that cannot run, before anything heavy is loaded.
+def _positive(name: str, value) -> float:
+    return check_float(name, value, 0.0, lo_open=True, error=ConfigError)
 
-    Args:
-        world_size: number of processes (the global batch is split across them).
-        teacher_given: a teacher module is passed in-process, so `model.teacher` may be empty.
-    """
-    from .data import batch_divisibility_message, read_index
 
+def _unit(name: str, value, hi_open: bool = False) -> float:
+    return check_float(name, value, 0.0, 1.0, hi_open=hi_open, error=ConfigError)
+
+
+def _betas(name: str, value) -> None:
+    if not isinstance(value, (tuple, list)) or len(value) != 2:
+        raise ConfigError(f"{name} must be two numbers [beta1, beta2] in [0, 1), got {value!r}")
+    for k, b in enumerate(value):
+        check_float(f"{name}[{k}]", b, 0.0, 1.0, hi_open=True, error=ConfigError)
+
+
+def check_settings(cfg: TrainConfig, world_size: int = 1) -> None:
+    """Every field of `cfg` on its own: types, ranges, finiteness, choices (no file is opened)."""
+    from .data import batch_divisibility_message
+
+    if not isinstance(cfg.name, str) or not RUN_NAME.fullmatch(cfg.name) or ".." in cfg.name:
+        raise ConfigError(f"name {cfg.name!r} must be a plain file name (letters, digits, '_', '-', '.'): the student "
+                          "is saved as <output_dir>/<name>.safetensors")
+    if not str(cfg.output_dir).strip():
+        raise ConfigError("output_dir is empty: give the run folder (--output-dir PATH)")
     try:  # YAML/--set overrides assign fields one by one: validate the schedule as a whole
         TMDSchedule(**dataclasses.asdict(cfg.schedule))
     except InputError as e:
@@ -245,41 +277,216 @@ def check_config(cfg: TrainConfig, world_size: int = 1, *, teacher_given: bool =
     bad = [s for s in stages if s not in STAGES]
     if not stages or bad or list(stages) != sorted(set(stages)):
         raise ConfigError(f"stages must be stage1, stage2 or both in that order, got {list(stages)}")
-    if cfg.batch_size < 1 or cfg.batch_size % world_size:
+    check_int("batch_size", cfg.batch_size, 1, error=ConfigError)
+    if cfg.batch_size % world_size:
         raise ConfigError(batch_divisibility_message(cfg.batch_size, world_size))
-    if cfg.mixed_precision not in ("no", "bf16"):
-        raise ConfigError(f"mixed_precision must be 'no' or 'bf16', got {cfg.mixed_precision!r}")
-    if cfg.device not in ("auto", "cpu"):
-        raise ConfigError(f"device must be 'auto' or 'cpu', got {cfg.device!r} (GPUs are chosen by accelerate launch)")
+    check_int("seed", cfg.seed, 0, 2**64 - 1, error=ConfigError)
+    for i, s in enumerate(cfg.validation_seeds):
+        check_seed(f"validation_seeds[{i}]", s, error=ConfigError)
+    check_choice("mixed_precision", cfg.mixed_precision, ("no", "bf16"), error=ConfigError)
+    check_choice("device", cfg.device, ("auto", "cpu"), "GPUs are chosen by accelerate launch", error=ConfigError)
     for name in ("log_every", "checkpoint_every"):
-        if getattr(cfg, name) < 1:
-            raise ConfigError(f"{name} must be >= 1, got {getattr(cfg, name)}")
-    if not 0.0 <= cfg.ema_decay < 1.0:
-        raise ConfigError(f"ema_decay must be in [0, 1), got {cfg.ema_decay}")
+        check_int(name, getattr(cfg, name), 1, error=ConfigError)
+    check_int("validate_every", cfg.validate_every, 0, hint="0 turns validation samples off", error=ConfigError)
+    _unit("ema_decay", cfg.ema_decay, hi_open=True)
+    check_int("model.head_blocks", cfg.model.head_blocks, 1, error=ConfigError)
+    check_choice("model.fusion", cfg.model.fusion, FUSION_KINDS, error=ConfigError)
+    s1, s2 = cfg.stage1, cfg.stage2
     for stage in stages:
-        if getattr(cfg, stage).iterations < 1:
-            raise ConfigError(f"{stage}.iterations must be >= 1, got {getattr(cfg, stage).iterations}")
-    if cfg.stage2.student_kind not in ("tmd", "dmd"):
-        raise ConfigError(f"stage2.student_kind must be 'tmd' or 'dmd', got {cfg.stage2.student_kind!r}")
-    if cfg.stage2.tmmf_weight < 0 or cfg.stage2.tmmf_weight != cfg.stage2.tmmf_weight:
-        raise ConfigError(f"stage2.tmmf_weight must be >= 0, got {cfg.stage2.tmmf_weight}")
-    if cfg.stage2.student_kind == "dmd" and cfg.stage2.tmmf_weight > 0:
+        check_int(f"{stage}.iterations", getattr(cfg, stage).iterations, 1, error=ConfigError)
+    _positive("stage1.lr", s1.lr)
+    check_float("stage1.weight_decay", s1.weight_decay, 0.0, error=ConfigError)
+    _betas("stage1.betas", s1.betas)
+    check_float("stage1.cfg_scale", s1.cfg_scale, 0.0, error=ConfigError)
+    _unit("stage1.cond_dropout", s1.cond_dropout)
+    _unit("stage1.r_equals_s_share", s1.r_equals_s_share)
+    _positive("stage1.s_shift", s1.s_shift)
+    check_float("stage1.fd_delta", s1.fd_delta, 0.0, 0.5, lo_open=True, hi_open=True, error=ConfigError)
+    if s1.norm_c is not None:
+        _positive("stage1.norm_c", s1.norm_c)
+    for name in ("lr_student", "lr_fake", "lr_disc"):
+        _positive(f"stage2.{name}", getattr(s2, name))
+    check_float("stage2.weight_decay", s2.weight_decay, 0.0, error=ConfigError)
+    _betas("stage2.betas", s2.betas)
+    check_int("stage2.student_every", s2.student_every, 1, error=ConfigError)
+    check_float("stage2.real_cfg", s2.real_cfg, 0.0, error=ConfigError)
+    _positive("stage2.dmd_shift", s2.dmd_shift)
+    check_float("stage2.gan_weight", s2.gan_weight, 0.0, error=ConfigError)
+    check_choice("stage2.x_hat_mode", s2.x_hat_mode, ("x_t", "x1"), error=ConfigError)
+    check_choice("stage2.dmd_norm", s2.dmd_norm, ("dmd2", "l1diff"), error=ConfigError)
+    check_choice("stage2.student_kind", s2.student_kind, ("tmd", "dmd"), error=ConfigError)
+    check_int("stage2.kd_warmup_iterations", s2.kd_warmup_iterations, 0, error=ConfigError)
+    check_float("stage2.tmmf_weight", s2.tmmf_weight, 0.0, error=ConfigError)
+    if s2.disc_layers is not None:
+        for i, v in enumerate(s2.disc_layers):
+            check_int(f"stage2.disc_layers[{i}]", v, 0, error=ConfigError)
+    if s2.student_kind == "dmd" and s2.tmmf_weight > 0:
         raise ConfigError("stage2.tmmf_weight needs a TMD student (the DMD2-v baseline has no flow head): set it to 0")
-    if cfg.stage2.student_kind == "dmd" and "stage1" in stages:
+    if s2.student_kind == "dmd" and "stage1" in stages:
         raise ConfigError("the DMD2-v baseline (stage2.student_kind: dmd) has no stage 1: set stages: [stage2]")
+    if s2.student_kind == "tmd" and s2.kd_warmup_iterations:
+        raise ConfigError("stage2.kd_warmup_iterations is for the DMD2-v baseline (student_kind: dmd): set it to 0")
     if (
-        stages == ("stage2",) and cfg.stage2.student_kind == "tmd" and not cfg.model.student_init
-        and not cfg.stage2.init_from_teacher
+        stages == ("stage2",) and s2.student_kind == "tmd" and not cfg.model.student_init
+        and not s2.init_from_teacher
     ):
         raise ConfigError(
             "stage 2 needs a student: run stage 1 first (stages: [stage1, stage2]), set model.student_init to "
             "a stage-1 tmd/1 checkpoint, or set stage2.init_from_teacher: true to start from the teacher"
         )
-    if cfg.model.student_init and not Path(cfg.model.student_init).is_file():
-        raise ConfigError(f"model.student_init {cfg.model.student_init!r} does not exist: give a tmd/1 checkpoint")
-    if not teacher_given:
-        if not cfg.model.teacher:
-            raise ConfigError("model.teacher is empty: give the teacher checkpoint (--teacher PATH or model.teacher)")
-        if not Path(cfg.model.teacher).exists():
-            raise ConfigError(f"teacher checkpoint {cfg.model.teacher!r} does not exist: check model.teacher")
-    read_index(cfg.data)
+
+
+def teacher_config(cfg: TrainConfig, teacher=None) -> dict:
+    """The teacher's transformer config: from the module when one is given, else from the header of
+    `model.teacher` (no weights are read). ConfigError naming model.teacher for a missing or unusable file."""
+    if teacher is not None:
+        from ..wan_build import transformer_config_dict
+
+        return transformer_config_dict(teacher)
+    if not cfg.model.teacher:
+        raise ConfigError("model.teacher is empty: give the teacher checkpoint (--teacher PATH or model.teacher)")
+    from ..errors import CheckpointError
+    from ..loading import describe_checkpoint
+
+    if not Path(cfg.model.teacher).exists():
+        raise ConfigError(f"teacher checkpoint {cfg.model.teacher!r} does not exist: check model.teacher")
+    try:
+        info = describe_checkpoint(cfg.model.teacher)
+    except CheckpointError as e:
+        raise ConfigError(f"model.teacher: {e}") from e
+    if info["kind"] == "tmd":
+        raise ConfigError(f"model.teacher {cfg.model.teacher!r} is a TMD student: the teacher is the plain Wan model "
+                          "it was made from (a student to continue goes in model.student_init)")
+    return info["transformer_config"]
+
+
+def check_files(cfg: TrainConfig, tcfg: dict, *, data: bool = True) -> None:
+    """The teacher's own facts against the settings (head_blocks, disc_layers), the data (unless `data` is
+    False: it is yet to be made) and model.student_init against the teacher, from headers and index files."""
+    from ..errors import CheckpointError
+    from .builders import check_same_architecture
+    from .data import read_index
+
+    layers = tcfg["num_layers"]
+    if cfg.stage2.student_kind == "tmd" or "stage1" in cfg.stages:
+        check_int("model.head_blocks", cfg.model.head_blocks, 1, layers - 1, error=ConfigError,
+                  hint=f"the teacher has {layers} blocks and the backbone needs at least one (paper: 5 of 30)")
+    if cfg.stage2.disc_layers is not None and "stage2" in cfg.stages:
+        from .teacher_features import check_layers
+
+        check_layers(cfg.stage2.disc_layers, layers)
+    if data:
+        index = read_index(cfg.data)
+        check_data_fits_config(tcfg, index.get("latent_shape"), index.get("text_dim"), cfg.data)
+    if cfg.model.student_init:
+        from ..checkpoint import read_tmd_info
+
+        if not Path(cfg.model.student_init).is_file():
+            raise ConfigError(f"model.student_init {cfg.model.student_init!r} does not exist: give a tmd/1 checkpoint")
+        try:
+            info = read_tmd_info(cfg.model.student_init)
+        except CheckpointError as e:
+            raise ConfigError(f"model.student_init: {e}") from e
+        check_same_architecture(tcfg, info["transformer_config"], cfg.model.student_init)
+
+
+# Fields that may change between a run and its --resume (everything else must match).
+RESUMABLE_CHANGES = {"log_every", "checkpoint_every", "validate_every", "validation_seeds", "output_dir", "data"}
+
+
+def _flat(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(_flat(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def config_changes(saved: Path, cfg: TrainConfig) -> list[str]:
+    """Dotted fields where `cfg` differs from the run's saved config.yaml (RESUMABLE_CHANGES left out)."""
+    import yaml
+
+    try:
+        old = _flat(yaml.safe_load(saved.read_text(encoding="utf-8")) or {})
+    except (yaml.YAMLError, UnicodeDecodeError, AttributeError) as e:
+        raise ConfigError(f"{saved} is not a readable run config ({e}); restore it, or start a new output_dir") from e
+    new = _flat(yaml.safe_load(to_yaml(cfg)))
+    return sorted(k for k in new if k.split(".")[0] not in RESUMABLE_CHANGES and old.get(k) != new[k])
+
+
+def check_data_fits_config(tcfg: dict, shape, text_dim, data_name) -> None:
+    """Latents [C, F, H, W] and text width of a data set against the teacher's transformer config."""
+    if not shape or shape[0] != tcfg["in_channels"] or text_dim != tcfg["text_dim"]:
+        raise ConfigError(
+            f"data {data_name} has {shape and shape[0]}-channel latents and {text_dim}-wide text embeddings, the "
+            f"teacher expects {tcfg['in_channels']} and {tcfg['text_dim']}: make the data with this teacher "
+            "(tmd make-data) and its text encoder")
+    if any(n % p for n, p in zip(shape[1:], tcfg["patch_size"])):
+        raise ConfigError(f"data latents {tuple(shape)} are not divisible by the teacher's patch size "
+                          f"{tuple(tcfg['patch_size'])}: make the data with this teacher")
+
+
+def holds_run(out: Path) -> list[str]:
+    """What in `out` makes it a run to resume: saved state, a stage-1 student, or a log with a training step."""
+    found = [n for n in RUN_FILES if (out / n).is_file()]
+    log = out / "log.jsonl"
+    if log.is_file() and any('"step"' in line for line in log.read_text(encoding="utf-8", errors="replace").splitlines()):
+        found.append("log.jsonl")
+    return found
+
+
+def check_output_dir(cfg: TrainConfig, resume: bool) -> None:
+    """The run folder: writable; new unless `resume`; with `resume`, a started run whose config matches."""
+    out = Path(cfg.output_dir)
+    check_output_folder("output_dir", out, error=ConfigError)
+    final = out / f"{cfg.name}.safetensors"
+    found = holds_run(out) if out.is_dir() else []
+    if not resume:
+        if final.exists():
+            found.append(final.name)
+        if found:
+            raise ConfigError(f"output_dir {out} already holds a run ({', '.join(found)}): pass --resume to continue "
+                              "it, or choose another output_dir")
+        return
+    saved = out / "config.yaml"
+    if not saved.is_file() and not found:
+        raise ConfigError(f"--resume: there is no run to resume in {out} (no config.yaml or saved state): run the same "
+                          "command without --resume to start it")
+    if saved.is_file():
+        changed = config_changes(saved, cfg)
+        if changed:
+            raise ConfigError(
+                f"--resume with a different config ({', '.join(changed[:6])}): re-run the same command, "
+                f"or start a new output_dir (only {sorted(RESUMABLE_CHANGES)} may change)"
+            )
+
+
+def check_run(cfg: TrainConfig, world_size: int = 1, *, teacher=None, resume: bool = False,
+              data: bool = True) -> dict:
+    """Everything a run needs, checked before anything heavy is loaded: what `tmd distill --dry-run` runs,
+    and what `run_distill` runs first (`data=False`: the data set is yet to be made, see distill_in_process).
+    Returns the teacher's transformer config."""
+    check_settings(cfg, world_size)
+    tcfg = teacher_config(cfg, teacher)
+    check_files(cfg, tcfg, data=data)
+    check_output_dir(cfg, resume)
+    return tcfg
+
+
+def check_config(cfg: TrainConfig, world_size: int = 1, *, teacher_given: bool = False) -> None:
+    """Raise ConfigError for settings that cannot run, before anything heavy is loaded (no output folder check).
+
+    Args:
+        world_size: number of processes (the global batch is split across them).
+        teacher_given: a teacher module is passed in-process, so `model.teacher` may be empty (its facts are
+            then checked by `check_run` with the module).
+    """
+    check_settings(cfg, world_size)
+    if teacher_given and not cfg.model.teacher:
+        from .data import read_index
+
+        read_index(cfg.data)
+        return
+    check_files(cfg, teacher_config(cfg))

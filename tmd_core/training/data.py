@@ -175,8 +175,12 @@ def read_index(folder) -> dict:
     path = folder / INDEX
     if not path.is_file():
         raise ConfigError(f"data folder {folder} has no {INDEX}: it is not a `tmd make-data` folder")
-    index = json.loads(path.read_text())
-    if index.get("format") != FORMAT:
+    try:
+        index = json.loads(path.read_text())
+    except (ValueError, UnicodeDecodeError) as e:
+        raise ConfigError(f"{path} is not valid JSON ({e}): the data folder is damaged; make it again") from e
+    if not isinstance(index, dict) or index.get("format") != FORMAT:
+        index = index if isinstance(index, dict) else {}
         raise ConfigError(f"{path} has format {index.get('format')!r}, expected {FORMAT!r}")
     if not index.get("num_samples"):
         raise ConfigError(f"data folder {folder} holds no samples")

@@ -90,7 +90,7 @@ class _OnDevice(torch.nn.Module):
 def make_run_data(teacher, folder: Path, *, prompts: Sequence[str], contexts: Sequence[torch.Tensor],
                   negative_context: torch.Tensor | None, latent_shape, samples_per_prompt: int, steps: int,
                   shift: float, guidance_scale: float, seed: int, resume: bool,
-                  progress: Progress | None, should_stop: Callable[[], bool] | None) -> bool:
+                  progress: Progress | None, should_stop: Callable[[], bool] | None, batch_size: int = 1) -> bool:
     """Make (or continue, or reuse) the run's data set. Returns False when stopped before it was complete."""
     from .make_data import make_data
 
@@ -116,7 +116,8 @@ def make_run_data(teacher, folder: Path, *, prompts: Sequence[str], contexts: Se
                   contexts=[c for c in contexts for _ in range(samples_per_prompt)],
                   prompts=[p for p in prompts for _ in range(samples_per_prompt)],
                   negative_context=negative_context, latent_shape=latent_shape, steps=steps, shift=shift,
-                  guidance_scale=guidance_scale, seed=seed, shard_size=DATA_SHARD_SIZE, source=request,
+                  guidance_scale=guidance_scale, seed=seed, shard_size=DATA_SHARD_SIZE, batch_size=batch_size,
+                  source=request,
                   resume=resume, progress=report)
     except _Stopped:
         return False
@@ -138,18 +139,41 @@ def distill_in_process(teacher, cfg: TrainConfig, *, data_request: dict | None =
     """
     from accelerate.state import AcceleratorState
 
+    from ..checkpoint import remove_stale_temporaries
+    from .config import check_data_fits_config, check_files, check_settings, teacher_config
     from .loop import make_accelerator, run_distill
 
     run_dir = Path(cfg.output_dir)
-    if not resume and run_dir.is_dir() and any(run_dir.iterdir()):
+    started = run_dir.is_dir() and any(run_dir.iterdir())
+    if not resume and started:
         raise ConfigError(f"{run_dir} already holds a run: resume it (resume = true), or choose another name")
+    if resume and not started:
+        raise ConfigError(f"resume: there is no run to resume in {run_dir}: turn resume off to start it")
+    # every setting, the teacher's own facts and the data against them, before the teacher samples anything
+    check_settings(cfg)
+    tcfg = teacher_config(cfg, teacher)
+    check_files(cfg, tcfg, data=data_request is None)
+    if data_request is not None:
+        check_data_fits_config(tcfg, list(data_request["latent_shape"]), tcfg["text_dim"], "to be made")
+        widths = {int(c.shape[-1]) for c in data_request["contexts"]}
+        if widths != {tcfg["text_dim"]}:
+            raise InputError(f"the prompts were encoded {sorted(widths)} wide, the teacher reads {tcfg['text_dim']}-wide "
+                             "text: encode them with the teacher's own text encoder")
     AcceleratorState._reset_state()  # a host process may hold an earlier run's state (other precision)
     acc = make_accelerator(cfg)
     if data_request is not None:
         teacher = teacher.to(acc.device)
-        if not make_run_data(teacher, Path(cfg.data), resume=resume, progress=progress, should_stop=should_stop,
-                             **data_request):
-            return DistillResult(None, False, Path(cfg.data), None)
+        data = Path(cfg.data)
+        remove_stale_temporaries(data)
+        try:
+            made = make_run_data(teacher, data, resume=resume, progress=progress, should_stop=should_stop,
+                                 **data_request)
+        except BaseException:
+            if not started:  # a failed start leaves nothing that blocks running it again
+                _remove_unstarted(run_dir, data)
+            raise
+        if not made:
+            return DistillResult(None, False, data, None)
     last: dict = {}
 
     def on_step(stage: str, step: int, total: int, logs: dict) -> None:
@@ -159,10 +183,26 @@ def distill_in_process(teacher, cfg: TrainConfig, *, data_request: dict | None =
         if progress is not None:
             progress(stage, step, total, logs)
 
-    path = run_distill(cfg, teacher=teacher, progress=on_step, should_stop=should_stop, resume=resume,
-                       accelerator=acc)
+    started_training = (run_dir / "config.yaml").is_file()  # after a stop in the data phase there is no run yet
+    path = run_distill(cfg, teacher=teacher, progress=on_step, should_stop=should_stop,
+                       resume=resume and started_training, accelerator=acc)
     complete = path.name == f"{cfg.name}.safetensors"
     return DistillResult(path, complete, Path(cfg.data), dict(last) or _last_logged(run_dir))
+
+
+def _remove_unstarted(run_dir: Path, data: Path) -> None:
+    """Remove a data folder that holds no finished shard (and the run folder, if that leaves it empty)."""
+    import shutil
+
+    index = data / "index.json"
+    try:
+        done = json.loads(index.read_text()).get("num_samples", 0) if index.is_file() else 0
+    except ValueError:
+        done = 0
+    if done == 0 and data.is_dir():
+        shutil.rmtree(data, ignore_errors=True)
+    if run_dir.is_dir() and not any(run_dir.iterdir()):
+        run_dir.rmdir()
 
 
 def _last_logged(run_dir: Path) -> dict | None:
@@ -197,12 +237,14 @@ def prompt_lines(text: str, prompt_file: str | None = None) -> list[str]:
 
 def data_request(teacher, prompts: Sequence[str], contexts: Sequence[torch.Tensor] | None = None,
                  negative_context: torch.Tensor | None = None, *, frames: int, height: int, width: int,
-                 samples_per_prompt: int, steps: int, shift: float, guidance_scale: float, seed: int) -> dict:
+                 samples_per_prompt: int, steps: int, shift: float, guidance_scale: float, seed: int,
+                 batch_size: int = 1) -> dict:
     """Keyword arguments of `make_run_data` (for `distill_in_process`).
 
     Args:
         contexts: per prompt Tensor[L, D] from the host's text encoder, and its negative prompt's embedding
             (for a toy-world teacher: tmd_core.toy.text.ToyTextEncoder's, which needs no weights).
+        batch_size: samples per teacher call (1 for Wan2.1; small toy samples go faster in batches).
     """
     if not prompts:
         raise InputError("no prompts: give at least one prompt (one per line) or a prompt file, or a data folder")
@@ -213,7 +255,7 @@ def data_request(teacher, prompts: Sequence[str], contexts: Sequence[torch.Tenso
                          "or give a data folder of precomputed samples")
     return {"prompts": list(prompts), "contexts": list(contexts), "negative_context": negative_context,
             "latent_shape": latent_shape_for(teacher, frames, height, width), "samples_per_prompt": samples_per_prompt,
-            "steps": steps, "shift": shift, "guidance_scale": guidance_scale, "seed": seed}
+            "steps": steps, "shift": shift, "guidance_scale": guidance_scale, "seed": seed, "batch_size": batch_size}
 
 
 __all__ = ["DistillResult", "check_run_name", "data_request", "distill_in_process", "make_config", "make_run_data",

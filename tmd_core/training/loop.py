@@ -14,6 +14,7 @@ stage1.safetensors (the stage-1 student, when stage 2 follows), validation/, and
 from __future__ import annotations
 
 import json
+import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -21,6 +22,7 @@ from pathlib import Path
 
 import torch
 
+from ..checkpoint import atomic_write_text, remove_stale_temporaries
 from ..errors import ConfigError
 from . import steps
 from .builders import (
@@ -31,7 +33,7 @@ from .builders import (
     load_frozen_teacher,
     teacher_identity,
 )
-from .config import STAGES, TrainConfig, check_config, to_dict, to_yaml
+from .config import RESUMABLE_CHANGES, RUN_FILES, TrainConfig, check_run, to_dict, to_yaml
 from .data import ShardDataset, ShardReader
 from .previews import preview_samples
 from .runlog import JsonlLog, derive_seed, memory_mb, reduce_logs, summary_line
@@ -39,8 +41,10 @@ from .state import EMA, load_state, rng_snapshot, save_state
 
 # progress(stage, step, total, logs): called on the main process after every step.
 Progress = Callable[[str, int, int, dict], None]
-# Fields that may change between a run and its --resume (everything else must match).
-RESUMABLE_CHANGES = {"log_every", "checkpoint_every", "validate_every", "validation_seeds", "output_dir", "data"}
+# What a start writes before its first saved state; a start that fails removes the ones it created.
+START_FILES = ("config.yaml", "log.jsonl", "teacher.json")
+__all__ = ["Progress", "RESUMABLE_CHANGES", "make_accelerator", "run_distill"]
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -108,16 +112,41 @@ def run_distill(cfg: TrainConfig, *, teacher=None, progress: Progress | None = N
         Path of the written checkpoint (tmd/1 with provenance: stages, iterations, teacher sha256).
     """
     acc = accelerator or make_accelerator(cfg)
-    check_config(cfg, acc.num_processes, teacher_given=teacher is not None)
+    check_run(cfg, acc.num_processes, teacher=teacher, resume=resume)  # = `tmd distill --dry-run`
     out = Path(cfg.output_dir)
     final = out / f"{cfg.name}.safetensors"
-    _check_output_dir(cfg, out, resume)
     acc.wait_for_everyone()  # every process has checked the folder before the main one writes to it
     if resume and final.is_file():
         return final  # already complete
+    existed = {n: (out / n).exists() for n in (".", *START_FILES)}
+    if acc.is_main_process:
+        if not resume:  # a log without a training step (check_run allowed it): a start that did not get far
+            (out / "log.jsonl").unlink(missing_ok=True)
+        removed = remove_stale_temporaries(out)  # left by a process killed during a write
+        if removed:
+            log.info("removed %d stale temporary file(s) in %s: %s", len(removed), out, [p.name for p in removed])
     devices = list(range(torch.cuda.device_count())) if torch.cuda.is_initialized() else []
-    with torch.random.fork_rng(devices=devices):  # the caller's global RNG is left as it was
-        return _run_stages(cfg, acc, out, final, teacher, progress, should_stop)
+    try:
+        with torch.random.fork_rng(devices=devices):  # the caller's global RNG is left as it was
+            return _run_stages(cfg, acc, out, final, teacher, progress, should_stop)
+    except BaseException:
+        if acc.is_main_process:
+            _undo_failed_start(out, final, existed)
+        raise
+
+
+def _undo_failed_start(out: Path, final: Path, existed: dict) -> None:
+    """After an error or abort before anything resumable was saved, remove what this start created, so the
+    same command can simply be run again (a run with saved state is kept for --resume)."""
+    partial = final.with_name(final.name.replace(".safetensors", ".partial.safetensors"))
+    if any((out / n).exists() for n in RUN_FILES) or final.exists() or partial.exists():
+        return
+    for name in START_FILES:
+        if not existed[name]:
+            (out / name).unlink(missing_ok=True)
+    remove_stale_temporaries(out)
+    if not existed["."] and out.is_dir() and not any(out.iterdir()):
+        out.rmdir()
 
 
 def _run_stages(cfg, acc, out: Path, final: Path, teacher, progress, should_stop) -> Path:
@@ -127,8 +156,7 @@ def _run_stages(cfg, acc, out: Path, final: Path, teacher, progress, should_stop
     identity = teacher_identity(cfg, teacher, out) if acc.is_main_process else {}
     identity = _broadcast_object(acc, identity)
     if acc.is_main_process:
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "config.yaml").write_text(to_yaml(cfg))
+        atomic_write_text(out / "config.yaml", to_yaml(cfg))
     run = _Run(cfg, acc, out, teacher, identity, dataset, JsonlLog(out / "log.jsonl", acc.is_main_process),
                progress, should_stop)
     stage1_result = out / "stage1.safetensors"
@@ -155,37 +183,6 @@ def _run_stages(cfg, acc, out: Path, final: Path, teacher, progress, should_stop
     if acc.is_main_process and partial.exists():
         partial.unlink()  # superseded by the finished result
     return final
-
-
-def _check_output_dir(cfg, out: Path, resume: bool) -> None:
-    existing = [p.name for p in (out / "log.jsonl", *(out / f"state-{s}.safetensors" for s in STAGES)) if p.exists()]
-    if existing and not resume:
-        raise ConfigError(
-            f"output_dir {out} already holds a run ({', '.join(existing)}): pass --resume to continue it, "
-            "or choose another output_dir"
-        )
-    saved = out / "config.yaml"
-    if resume and saved.is_file():
-        import yaml
-
-        old, new = yaml.safe_load(saved.read_text()), yaml.safe_load(to_yaml(cfg))
-        changed = sorted(k for k in _flat(new) if k.split(".")[0] not in RESUMABLE_CHANGES
-                         and _flat(old).get(k) != _flat(new)[k])
-        if changed:
-            raise ConfigError(
-                f"--resume with a different config ({', '.join(changed[:6])}): re-run the same command, "
-                f"or start a new output_dir (only {sorted(RESUMABLE_CHANGES)} may change)"
-            )
-
-
-def _flat(d: dict, prefix: str = "") -> dict:
-    out = {}
-    for k, v in d.items():
-        if isinstance(v, dict):
-            out.update(_flat(v, f"{prefix}{k}."))
-        else:
-            out[f"{prefix}{k}"] = v
-    return out
 
 
 def _broadcast_object(acc, obj):
@@ -353,5 +350,3 @@ def _save_student(run: _Run, student, ema, path: Path, done: dict, complete: boo
     run.accelerator.wait_for_everyone()
     return path
 
-
-__all__ = ["Progress", "make_accelerator", "run_distill"]
