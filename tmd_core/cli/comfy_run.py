@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 
 from ..comfy_client import (
     ComfyClient,
@@ -18,8 +19,9 @@ from ..comfy_client import (
 
 EPILOG = """\
 examples:
-  tmd comfy-run workflows/api/tmd_t2v.json --server http://127.0.0.1:8188 --out out/
-  tmd comfy-run wf.json --set TMDSchedule.outer_steps=2 --set 3.seed=7 --set "Positive.text=a red square"
+  tmd comfy-run workflows/api/toy_tmd.json --server http://127.0.0.1:8188 --out out/
+  tmd comfy-run workflows/api/wan21_t2v_1.3b_tmd.json --set TMDSchedule.outer_steps=1 \
+      --set "Positive prompt.text=a red fox in snow" --out out/
 
 NODE is a node id, a class_type that occurs once, or a node title (_meta.title); VALUE is JSON when it
 parses (2, 1.5, true, ["4", 0]) and a plain string otherwise.
@@ -54,8 +56,35 @@ class _ProgressPrinter:
             self.stream.write("\n")
 
 
+def check_args(args: argparse.Namespace) -> None:
+    """--server, --timeout, the workflow path and the output locations, before anything is sent."""
+    import math
+    from urllib.parse import urlsplit
+
+    from ..validation import check_output_file, check_output_folder
+
+    u = urlsplit(args.server)
+    if u.scheme not in ("http", "https") or not u.netloc or not u.hostname:
+        raise ComfyUsageError(f"--server {args.server!r} is not a URL: give the ComfyUI address, e.g. "
+                              "http://127.0.0.1:8188")
+    try:
+        u.port  # noqa: B018 - raises for a port that is not a number
+    except ValueError:
+        raise ComfyUsageError(f"--server {args.server!r} has an invalid port: e.g. http://127.0.0.1:8188") from None
+    if not math.isfinite(args.timeout) or args.timeout <= 0:
+        raise ComfyUsageError(f"--timeout must be a number of seconds > 0, got {args.timeout}")
+    if Path(args.workflow).is_dir():
+        raise ComfyUsageError(f"workflow {args.workflow} is a folder: give an API-format workflow JSON file, e.g. "
+                              "workflows/api/toy_tmd.json")
+    if args.out:
+        check_output_folder("--out", args.out, error=ComfyUsageError)
+    if args.json:
+        check_output_file("--json", args.json, force=True, error=ComfyUsageError)
+
+
 def run(args: argparse.Namespace) -> int:
     try:
+        check_args(args)
         prompt = load_workflow(args.workflow)
         prompt = apply_overrides(prompt, [parse_override(s) for s in args.set])
     except ComfyUsageError as e:

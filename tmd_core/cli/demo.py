@@ -11,17 +11,19 @@ import time
 
 import torch
 
+from .toy import add_demo_arguments
+
 
 def register(sub) -> None:
-    p = sub.add_parser("demo", help="run the TMD sampler end to end on the embedded default model")
-    p.add_argument("--outer-steps", type=int, default=2)
-    p.add_argument("--inner-steps", type=int, default=2)
-    p.add_argument("--head-blocks", type=int, default=2)
-    p.add_argument("--layers", type=int, default=12)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--json", action="store_true")
+    p = sub.add_parser("demo", help="run the TMD sampler end to end on the embedded default model",
+                       description="The toy world's teacher (50 steps, CFG) against its TMD student, side by side, "
+                       "and a quick ToyBench plot (= `tmd toy demo`); with --random, a randomly initialised "
+                       "Wan-architecture model that shows the sampler's cost only.")
+    add_demo_arguments(p)
     p.add_argument("--random", action="store_true", help="a random-weight model instead of the toy world")
-    p.add_argument("--out", default="out/toy_demo", help="toy demo: where to write videos and the plot")
+    p.add_argument("--head-blocks", type=int, default=2, help="--random: flow-head blocks H (default %(default)s)")
+    p.add_argument("--layers", type=int, default=12, help="--random: blocks L of the model (default %(default)s)")
+    p.add_argument("--json", action="store_true", help="--random: print the result as JSON")
     p.set_defaults(func=run)
 
 
@@ -36,14 +38,31 @@ def _random_wan(layers: int, seed: int):
 
 
 def run(args) -> int:
-    from ..toy.shipped import ASSETS
+    import sys
 
-    if not args.random and (ASSETS / "toy_tmd.safetensors").exists():
+    from ..toy.demo import toy_world_problem
+
+    problem = None if args.random else toy_world_problem()
+    if not args.random and problem is None:
         from .toy import run_demo
 
         args.prompt, args.no_plot = None, False
         return run_demo(args)
+    if problem:
+        print(f"note: {problem}, so this is `tmd demo --random` (the sampler's cost on random weights); "
+              "`tmd toy train --install` retrains the toy world", file=sys.stderr)
     return run_random(args)
+
+
+def check_random(args) -> None:
+    from ..validation import MAX_STEPS, check_int, check_seed
+
+    check_int("--layers", args.layers, 2, 64)
+    check_int("--head-blocks", args.head_blocks, 1, args.layers - 1,
+              hint=f"the model has {args.layers} blocks and the backbone needs at least one")
+    check_int("--outer-steps", args.outer_steps, 1, MAX_STEPS)
+    check_int("--inner-steps", args.inner_steps, 1, MAX_STEPS)
+    check_seed("--seed", args.seed, count=2)
 
 
 def run_random(args) -> int:
@@ -52,6 +71,7 @@ def run_random(args) -> int:
     from ..sampler import sample_teacher, sample_tmd
     from ..schedule import TMDSchedule
 
+    check_random(args)
     teacher = _random_wan(args.layers, args.seed)
     student = TMDModel.from_teacher(teacher, head_blocks=args.head_blocks)
     sched = TMDSchedule(outer_steps=args.outer_steps, inner_steps=args.inner_steps)

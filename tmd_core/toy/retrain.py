@@ -9,7 +9,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import shutil
 import time
 from pathlib import Path
 
@@ -92,14 +91,18 @@ def _distill(run: Path, teacher_path: Path, data: Path, plan: ToyPlan, kind: str
     final = Path(cfg.output_dir) / f"{cfg.name}.safetensors"
     if final.exists():
         return final
-    return run_distill(cfg, resume=Path(cfg.output_dir).exists())
+    return run_distill(cfg, resume=(Path(cfg.output_dir) / "config.yaml").exists())
 
 
 def train_all(run_dir="runs/toy", plan: ToyPlan | None = None, install: bool = False) -> dict:
     """Run (or continue) every step; with `install`, copy the results into the package's assets (bf16)."""
     plan = plan or ToyPlan()
+    from ..checkpoint import remove_stale_temporaries
+
     run = Path(run_dir)
     run.mkdir(parents=True, exist_ok=True)
+    for folder in (run, run / "data", run / "tmd", run / "dmd2v"):  # left by a process killed during a write
+        remove_stale_temporaries(folder)
     times = {}
     t0 = time.time()
     vae = _vae(run, plan)
@@ -120,23 +123,133 @@ def train_all(run_dir="runs/toy", plan: ToyPlan | None = None, install: bool = F
     return result
 
 
-def install_assets(paths: dict[str, Path]) -> None:
-    """Copy a run's files into tmd_core/toy/assets, the models as bf16 (the shipped toy world, <= 20 MB)."""
+@dataclasses.dataclass
+class QuickPlan:
+    """A short toy distillation (`tmd toy distill`): minutes on a CPU, to try the whole method end to end.
+
+    Far from the shipped student's budget (ToyPlan), so expect a weaker student; the point is the path."""
+
+    prompts: int = 24  # training prompts, spread over the training split
+    samples_per_prompt: int = 2  # teacher samples per prompt (seeds seed, seed + 1, ...)
+    teacher_steps: int = 25  # Euler steps with CFG when the teacher makes the data
+    stage1_iterations: int = 200
+    stage2_iterations: int = 200  # student every 5th: 40 generator updates
+    batch_size: int = 8
+    head_blocks: int = 2  # H of the toy preset (of the toy teacher's 12 blocks)
+
+
+QUICK_NAME = "toy_quick"
+
+
+def check_quick(run_dir, teacher_path, plan: QuickPlan, seed: int, resume: bool, names: dict | None = None) -> Path:
+    """`quick_distill`'s inputs, from the teacher's header only. Returns the teacher path."""
+    from ..errors import CheckpointError
+    from ..loading import describe_checkpoint
+    from ..validation import MAX_STEPS, check_int, check_output_folder, check_seed
+    from ..worlds import is_toy_config
+
+    n = {"run_dir": "run_dir", "teacher": "teacher", "seed": "seed", **(names or {})}
+    train = len(prompt_split("train"))
+    for field, hi in (("prompts", train), ("samples_per_prompt", 64), ("teacher_steps", MAX_STEPS),
+                      ("stage1_iterations", 10**6), ("stage2_iterations", 10**6), ("batch_size", 1024)):
+        check_int(n.get(field, field), getattr(plan, field), 1, hi)
+    check_seed(n["seed"], seed, count=plan.prompts * plan.samples_per_prompt)
+    run = check_output_folder(n["run_dir"], run_dir)
+    started = run.is_dir() and any(run.iterdir())
+    if started and not resume:
+        raise InputError(f"{n['run_dir']}: {run} already holds a run: pass --resume to continue it, or choose "
+                         "another folder")
+    if resume and not started:
+        raise InputError(f"--resume: there is no run to resume in {run}: leave --resume out to start it")
+    path = Path(teacher_path) if teacher_path else ASSETS / "toy_teacher.safetensors"
+    if not path.exists():
+        raise InputError(f"{n['teacher']}: no toy teacher at {path}: run `tmd toy train --install`, or pass --teacher")
+    try:
+        info = describe_checkpoint(path)
+    except CheckpointError as e:
+        raise InputError(f"{n['teacher']}: {e}") from e
+    cfg = info["transformer_config"]
+    if info["kind"] == "tmd" or not is_toy_config(cfg):
+        raise InputError(f"{n['teacher']}: {path.name} is not a teacher of this toy world ({info['format']}, "
+                         f"{cfg.get('in_channels')} latent channels, {cfg.get('text_dim')}-wide text; the toy world "
+                         f"has {LATENT_SHAPE[0]} and 32): retrain it with `tmd toy train --install`, or pass --teacher")
+    layers = info["num_layers"]
+    check_int(n.get("head_blocks", "head_blocks"), plan.head_blocks, 1, layers - 1,
+              hint=f"the teacher has {layers} blocks and the backbone needs at least one")
+    return path
+
+
+def quick_distill(run_dir="runs/toy_quick", teacher_path=None, plan: QuickPlan | None = None, seed: int = 0,
+                  resume: bool = False, progress=None, should_stop=None, names: dict | None = None):
+    """Make a small data set with the toy teacher and distill a TMD student from it, in one call (the same
+    one-call path as the TMDDistill node: training.distill.distill_in_process).
+
+    Args:
+        teacher_path: a toy-world teacher (default: the shipped one).
+        progress: callback(phase, done, total, logs).
+        should_stop: polled after every step; True stops with a resumable state (continue with `resume`).
+    Returns:
+        DistillResult; the student is `<run_dir>/toy_quick.safetensors`.
+    """
+    from ..loading import load_teacher
+    from ..training.distill import data_request, distill_in_process, make_config
+
+    plan = plan or QuickPlan()
+    path = check_quick(run_dir, teacher_path, plan, seed, resume, names)
+    train = prompt_split("train")
+    step = len(train) / plan.prompts  # spread over colours, shapes and motions
+    prompts = [train[int(i * step)].text for i in range(plan.prompts)]
+    enc = ToyTextEncoder()
+    teacher = load_teacher(path, dtype=torch.float32)
+    run = Path(run_dir)
+    overrides = {"batch_size": plan.batch_size, "seed": seed, "checkpoint_every": 50,
+                 "model": {"head_blocks": plan.head_blocks},
+                 "stage1": {"iterations": plan.stage1_iterations},
+                 "stage2": {"iterations": plan.stage2_iterations}}
+    cfg = make_config(teacher, run, run / "data", name=QUICK_NAME, stages=("stage1", "stage2"), overrides=overrides,
+                      device="cpu", teacher_path=str(path))
+    request = data_request(teacher, prompts, list(enc.encode(prompts)), enc.null_context(1)[0], frames=8, height=32,
+                           width=32, samples_per_prompt=plan.samples_per_prompt, steps=plan.teacher_steps,
+                           shift=TEACHER_SHIFT, guidance_scale=TEACHER_CFG, seed=seed, batch_size=16)
+    return distill_in_process(teacher, cfg, data_request=request, resume=resume, progress=progress,
+                              should_stop=should_stop)
+
+
+def install_assets(paths: dict[str, Path], assets: Path | None = None) -> dict[str, Path]:
+    """Copy a run's files into tmd_core/toy/assets (or `assets`), the models as bf16 (the shipped toy world, <= 20 MB).
+
+    The students' provenance then names the installed teacher: `teacher_sha256` is the sha256 of the installed
+    (bf16) teacher file, `teacher_sha256_of` says so, and `training_teacher_sha256` keeps the digest of the fp32
+    teacher file the run trained with. Returns {name: installed path}.
+    """
     from safetensors.torch import load_file
 
-    from ..checkpoint import atomic_save_safetensors
-    from ..loading import read_safetensors_header
+    from ..checkpoint import atomic_save_safetensors, install_checkpoint
+    from ..loading import read_safetensors_header, teacher_sha256
 
-    ASSETS.mkdir(exist_ok=True)
-    for name, src in paths.items():
-        meta = read_safetensors_header(src)[1]
+    assets = Path(assets) if assets is not None else ASSETS
+    assets.mkdir(parents=True, exist_ok=True)
+    installed: dict[str, Path] = {}
+    for name in sorted(paths, key=NAMES.index):  # the teacher before the students that name it
+        src = paths[name]
+        meta = dict(read_safetensors_header(src)[1])
+        if name in ("toy_tmd", "toy_dmd2v") and "toy_teacher" in installed and "provenance" in meta:
+            prov = json.loads(meta["provenance"])
+            prov["training_teacher_sha256"] = prov.get("teacher_sha256")
+            prov["teacher"] = installed["toy_teacher"].name
+            prov["teacher_sha256"] = teacher_sha256(installed["toy_teacher"])
+            prov["teacher_sha256_of"] = (f"the installed bf16 {installed['toy_teacher'].name}; training_teacher_sha256 "
+                                         "is the fp32 teacher file the run trained with")
+            meta["provenance"] = json.dumps(prov)
         # the VAE stays fp32 (1.3 MB): its decoder draws every pixel the benchmark reads
         cast = name != "toy_vae"
         sd = {k: v.to(torch.bfloat16) if cast and v.is_floating_point() else v for k, v in load_file(str(src)).items()}
-        atomic_save_safetensors(sd, ASSETS / f"{name}.safetensors", meta)
+        installed[name] = assets / f"{name}.safetensors"
+        atomic_save_safetensors(sd, installed[name], meta)
         side = src.with_name(src.name.removesuffix(".safetensors") + ".config.json")
         if side.exists():
-            shutil.copy(side, ASSETS / f"{name}.config.json")
+            install_checkpoint(side, assets / f"{name}.config.json")
+    return installed
 
 
 def run_outputs(run_dir) -> dict[str, Path]:
