@@ -11,6 +11,7 @@ import os
 
 from ..tmd_core.checkpoint import install_checkpoint, load_tmd
 from ..tmd_core.errors import InputError
+from ..tmd_core.loading import describe_checkpoint
 from ..tmd_core.toy.text import ToyTextEncoder
 from ..tmd_core.training.distill import (
     check_run_name,
@@ -22,7 +23,8 @@ from ..tmd_core.training.distill import (
 )
 from ..tmd_core.training.make_data import WAN_NEGATIVE_PROMPT
 from ..tmd_core.training.runlog import loss_line
-from ..tmd_core.worlds import is_toy_teacher
+from ..tmd_core.validation import SEED_MAX, check_int, check_seed
+from ..tmd_core.worlds import is_toy_teacher, latent_shape_for
 from . import host
 
 STAGES = {"stage1+stage2": ("stage1", "stage2"), "stage1": ("stage1",), "stage2": ("stage2",)}
@@ -31,6 +33,20 @@ BIG = 10**7
 
 def _int(default, lo, hi, tip, step=1):
     return ("INT", {"default": default, "min": lo, "max": hi, "step": step, "tooltip": tip})
+
+
+def _check_teacher_file(path: str, head_blocks: int, frames: int, height: int, width: int, data_folder) -> None:
+    """head_blocks and the video size against a teacher file's header, before the teacher is loaded."""
+    from types import SimpleNamespace
+
+    info = describe_checkpoint(path)
+    if info["kind"] == "tmd":
+        raise InputError(f"teacher_name {os.path.basename(path)} is a TMD student: pick the Wan teacher it was made from")
+    layers = info["num_layers"]
+    check_int("head_blocks", head_blocks, 1, layers - 1,
+              hint=f"the teacher has {layers} blocks and the backbone needs at least one")
+    if not data_folder:
+        latent_shape_for(SimpleNamespace(config=SimpleNamespace(**info["transformer_config"])), frames, height, width)
 
 
 class TMDDistill:
@@ -67,7 +83,7 @@ class TMDDistill:
                 "teacher_shift": ("FLOAT", {"default": 8.0, "min": 0.1, "max": 100.0, "step": 0.1, "tooltip": "Time shift of the teacher's sampler when making the data (Wan2.1: 8)."}),
                 "output_name": ("STRING", {"default": "wan21_tmd", "tooltip": "Saved as models/tmd/<name>.safetensors; the run folder is output/tmd_runs/<name>/."}),
                 "resume": ("BOOLEAN", {"default": False, "tooltip": "Continue the run of this output_name (after an interrupt) with the same inputs."}),
-                "seed": ("INT", {"default": 0, "min": 0, "max": 2**63 - 1, "tooltip": "Seed of the data's noise and of training."}),
+                "seed": ("INT", {"default": 0, "min": 0, "max": SEED_MAX, "tooltip": "Seed of the data's noise (sample i: seed + i) and of training."}),
             },
             "optional": {
                 "teacher": ("MODEL", {"tooltip": "The Wan2.1 t2v teacher from UNETLoader (its base weights; LoRAs are ignored)."}),
@@ -87,6 +103,9 @@ class TMDDistill:
         target = host.tmd_target(name)
         if os.path.exists(target) and not resume:
             raise InputError(f"{target} exists: choose another output_name, or turn resume on to finish its run")
+        check_seed("seed", seed, count=samples_per_prompt * max(1, len(prompts.splitlines())))
+        if teacher is None and teacher_name and teacher_name != host.NO_TEACHER:
+            _check_teacher_file(host.resolve_teacher(teacher_name), head_blocks, frames, height, width, data_folder)
         texts = [] if data_folder else prompt_lines(prompts, prompt_file and host.user_path(prompt_file, "input"))
         contexts = host.encode_texts(clip, texts + [WAN_NEGATIVE_PROMPT]) if clip is not None and texts else None
         negative = contexts.pop() if contexts else None

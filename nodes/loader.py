@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import torch
 
-from ..tmd_core.checkpoint import load_tmd, read_tmd_info
-from ..tmd_core.loading import detect_checkpoint_kind, load_teacher
+from ..tmd_core.checkpoint import load_tmd
+from ..tmd_core.loading import describe_checkpoint, load_teacher
 from ..tmd_core.model import TMDModel
+from ..tmd_core.validation import check_choice, check_int
 from . import host
 
 DTYPES = {"default": None, "fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -36,17 +37,23 @@ class TMDModelLoader:
 
     def load(self, ckpt_name, head_blocks, dtype):
         path = host.resolve_checkpoint(ckpt_name)
-        kind = "tmd" if detect_checkpoint_kind(path) == "tmd" else "teacher"
+        check_choice("dtype", dtype, list(DTYPES))
+        info = describe_checkpoint(path)  # header only: a corrupt file or impossible metadata fails before loading
+        kind = "tmd" if info["kind"] == "tmd" else "teacher"
         if kind == "tmd":
             model = load_tmd(path, dtype=DTYPES[dtype])
         else:
+            layers = info["num_layers"]
+            check_int("head_blocks", head_blocks, 1, layers - 1,
+                      hint=f"{ckpt_name} has {layers} blocks and the backbone needs at least one")
             model = TMDModel.from_teacher(load_teacher(path, dtype=DTYPES[dtype]), head_blocks=head_blocks)
         info = {**model_summary(model), "ckpt_name": ckpt_name, "kind": kind}
         return {"ui": {"tmd_info": [info]}, "result": (host.wrap_model(model),)}
 
 
 class TMDCheckpointInfo:
-    DESCRIPTION = "Shows what a TMD checkpoint holds: sizes, head/backbone split, trained schedule, provenance."
+    DESCRIPTION = ("Shows what a checkpoint holds: sizes, head/backbone split, trained schedule, provenance (TMD students; "
+                   "Wan teachers and DMD2-v students too).")
     CATEGORY = "TMD/utils"
     RETURN_TYPES = ("STRING",)
     RETURN_NAMES = ("info",)
@@ -56,10 +63,10 @@ class TMDCheckpointInfo:
 
     @classmethod
     def INPUT_TYPES(cls):
-        return {"required": {"ckpt_name": (host.checkpoint_choices(), {"tooltip": "A tmd/1 checkpoint."})}}
+        return {"required": {"ckpt_name": (host.checkpoint_choices(), {"tooltip": "A tmd/1 checkpoint, or a Wan teacher."})}}
 
     def info(self, ckpt_name):
         from ..tmd_core.cli.info import format_info
 
-        text = format_info(read_tmd_info(host.resolve_checkpoint(ckpt_name)))
+        text = format_info(describe_checkpoint(host.resolve_checkpoint(ckpt_name)))
         return {"ui": {"text": [text]}, "result": (text,)}

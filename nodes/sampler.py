@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from ..tmd_core.errors import InputError
 from ..tmd_core.noise import make_noise
 from ..tmd_core.sampler import sample_tmd
+from ..tmd_core.validation import SEED_MAX, check_seed
 from . import host
 
 
@@ -22,10 +24,15 @@ class TMDSampler:
             "positive": ("CONDITIONING", {"tooltip": "Prompt embedding (CLIPTextEncode with the umt5 text encoder)."}),
             "latent": ("LATENT", {"tooltip": "Empty video latent giving the size (EmptyHunyuanLatentVideo); its values are not used."}),
             "schedule": ("TMD_SCHEDULE", {"tooltip": "From TMDSchedule."}),
-            "seed": ("INT", {"default": 0, "min": 0, "max": 0xFFFFFFFFFFFFFFFF, "control_after_generate": True, "tooltip": "Noise seed (CPU generator: same video on any device)."}),
+            "seed": ("INT", {"default": 0, "min": 0, "max": SEED_MAX, "control_after_generate": True, "tooltip": "Noise seed, 0 to 2^32-1 (CPU generator: same video on any device; torch uses 32 bits of a seed, so larger ones would repeat smaller ones' noise)."}),
         }}
 
     def sample(self, model, positive, latent, schedule, seed):
+        check_seed("seed", seed)
+        if not all(hasattr(schedule, a) for a in ("outer_times", "inner_times", "outer_steps", "inner_steps")):
+            raise InputError(f"schedule must come from a TMDSchedule node, got {type(schedule).__name__}")
+        if not isinstance(latent, dict) or not hasattr(latent.get("samples"), "shape"):
+            raise InputError("latent must be a LATENT (e.g. from EmptyHunyuanLatentVideo or TMD Toy Empty Latent)")
         context = host.context_from_conditioning(positive)
         shape = tuple(latent["samples"].shape)
         device = host.load_to_device(model)

@@ -12,6 +12,7 @@ import torch
 
 from ..tmd_core.errors import InputError
 from ..tmd_core.toy.codec import decode_latents
+from ..tmd_core.toy.demo import check_toy_prompts
 from ..tmd_core.toy.latent import LATENT_SHAPE
 from ..tmd_core.toy.text import VOCAB, ToyTextEncoder
 from . import host
@@ -19,7 +20,7 @@ from . import host
 
 class TMDToyTextEncode:
     DESCRIPTION = ("Encodes a toy-world prompt such as 'a red circle moving left fast' (colour, shape, direction, speed). "
-                   "Unknown words become <unk> with a warning in the log.")
+                   "Unknown words, and prompts of more than 8 words, are an error that lists the words it knows.")
     CATEGORY = "TMD/toy"
     RETURN_TYPES = ("CONDITIONING",)
     RETURN_NAMES = ("conditioning",)
@@ -34,6 +35,7 @@ class TMDToyTextEncode:
         })}}
 
     def encode(self, text):
+        check_toy_prompts("text", [text])
         context = ToyTextEncoder().encode([text]).to(host.output_device())
         return ([[context, {"pooled_output": None}]],)
 

@@ -123,7 +123,7 @@ def test_image_latent_is_refused(nodes, student):
 
 def test_conditioning_of_other_width_is_refused(nodes, student):
     with pytest.raises(
-        ValueError, match="expects text embeddings of width 24, the context has width 4096: encode"
+        ValueError, match="expects text embeddings of width 24, the text context has width 4096: encode"
     ):
         run(nodes, student, positive=conditioning(width=4096))
 

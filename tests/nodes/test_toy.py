@@ -4,7 +4,6 @@ The shipped checkpoints are stood in for by `toy_assets` (small random toy-shape
 folder); the workflow test runs the chain of workflows/toy_tmd.json node by node.
 """
 
-import logging
 
 import pytest
 import torch
@@ -12,7 +11,7 @@ import torch
 import tmd_core
 from tmd_core.toy import render_clip
 from tmd_core.toy.codec import decode_latents, encode_clips
-from tmd_core.toy.text import UNK, ToyTextEncoder, embedding_table
+from tmd_core.toy.text import ToyTextEncoder
 
 PROMPT = "a red circle moving left fast"
 
@@ -36,11 +35,12 @@ def test_text_encode_gives_a_conditioning_of_the_toy_encoder(nodes):
     assert context[0, :6].abs().min() == 1 and context[0, 6:].abs().sum() == 0  # six words, zero padding
 
 
-def test_unknown_words_become_unk_with_a_warning_naming_the_vocabulary(nodes, caplog):
-    with caplog.at_level(logging.WARNING):
-        [[context, _]] = encode(nodes, "a purple circle")
-    assert torch.equal(context[0, 1], embedding_table()[UNK])
-    assert "does not know: purple" in caplog.text and "It knows: a, an, the, moving" in caplog.text
+def test_unknown_words_are_refused_naming_the_vocabulary(nodes):
+    with pytest.raises(ValueError, match=r"text: the toy text encoder does not know 'purple' in 'a purple circle'; "
+                                         r"it knows: a, an, the, moving"):
+        encode(nodes, "a purple circle")
+    with pytest.raises(ValueError, match="has 9 words, the toy text encoder reads 8"):
+        encode(nodes, "a red circle moving left fast a red circle")
 
 
 def test_empty_latent_is_zeros_of_the_toy_shape(nodes):
