@@ -90,7 +90,7 @@ def cmd_run(args) -> None:
         if not init.is_file():
             raise SystemExit(f"{args.variant} starts from {init}: run `toy_study.py run {start} --seed {args.seed}` first")
         cfg.model.student_init = str(init)
-    path = run_distill(cfg, resume=Path(cfg.output_dir).exists())
+    path = run_distill(cfg, resume=(Path(cfg.output_dir) / "log.jsonl").exists())  # study.log alone is no run
     print(f"wrote {path}")
 
 
@@ -283,9 +283,9 @@ def plot_curves(curves: dict, path: Path) -> None:
 # The study of docs/toy_world.md, in the order it was run: (variant, seeds). Stage-2 runs need their stage-1 run.
 STUDY = [
     ("s1_tmmf", (0, 1)),
-    ("tmd_w0", (0,)), ("tmd_w1", (0,)), ("tmd_w0.3", (0,)), ("dmd2v", (0,)), ("tmd_w0.1", (0,)),
-    ("tmd_w0", (1,)), ("tmd_w1", (1,)), ("tmd_w0.3", (1,)), ("dmd2v", (1,)), ("tmd_w0.1", (1,)),
-    ("s1_tmmf", (2,)), ("dmd2v", (2,)),
+    ("tmd_w0", (0,)), ("tmd_w1", (0,)), ("tmd_w0.3", (0,)), ("dmd2v", (0,)),
+    ("tmd_w0.1", (0,)), ("s1_tmmf", (2,)), ("dmd2v", (1,)), ("dmd2v", (2,)),
+    ("tmd_w0.3", (1,)), ("tmd_w1", (1,)), ("tmd_w0", (1,)), ("tmd_w0.1", (1,)),
     ("s1_tm", (0,)), ("s1_concat", (0,)), ("s1_tmmf_3k", (0,)),
 ]
 
