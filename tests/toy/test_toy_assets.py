@@ -11,7 +11,7 @@ from tmd_core.toy.evaluate import LATENT_SHAPE
 from tmd_core.toy.shipped import ASSETS, asset
 from tmd_core.toy.text import ToyTextEncoder
 
-NAMES = ("toy_teacher", "toy_tmd", "toy_dmd2v")
+NAMES = ("toy_vae", "toy_teacher", "toy_tmd", "toy_dmd2v")
 
 
 def test_shipped_checkpoints_exist_and_fit_the_budget():
@@ -19,6 +19,21 @@ def test_shipped_checkpoints_exist_and_fit_the_budget():
     assert sum(sizes.values()) <= 20 * 2**20, sizes
     info = read_tmd_info(asset("toy_tmd"))
     assert info["provenance"]["stages"] and info["num_layers"] == 12
+    assert info["tmd_config"].inner_velocity == "(y_s-head)/s"
+
+
+def test_the_shipped_flow_head_uses_its_inner_noise():
+    """With the outer noise fixed, other inner noises y1 move the object (docs/toy_world.md §5: a flow head that
+    ignores y1 is a deterministic transition, DMD with extra steps). A few prompts; ToyBench measures it fully."""
+    from tmd_core.toy.evaluate import tmd_sample_fn
+    from tmd_core.toy.spread import noise_spread
+
+    student = load_tmd(asset("toy_tmd"), dtype=torch.float32)
+    res = noise_spread(tmd_sample_fn(student, TMDSchedule(2, 2, outer_shift=student.tmd_config.schedule.outer_shift,
+                                                          inner_shift=student.tmd_config.schedule.inner_shift)),
+                       ["a red square moving left slow", "a blue circle moving up fast", "a green cross standing still"],
+                       outer_seeds=(0, 1, 2), inner_draws=3)
+    assert res["inner"] > 0.2 * res["outer"] > 0, res
 
 
 def test_shipped_student_generates_deterministically():

@@ -86,10 +86,13 @@ def run_demo(args) -> int:
 
 
 def run_bench(args) -> int:
+    import dataclasses
+
     import torch
 
     from ..checkpoint import load_tmd
     from ..loading import load_teacher
+    from ..toy.autoencoder import load_vae
     from ..toy.bench import (
         bench_real,
         benchmark_set,
@@ -99,7 +102,14 @@ def run_bench(args) -> int:
         format_table,
         write_json,
     )
-    from ..toy.evaluate import dmd_methods, run_bench, teacher_methods, tmd_methods
+    from ..toy.evaluate import (
+        add_noise_spread,
+        bench_vae_row,
+        dmd_methods,
+        run_bench,
+        teacher_methods,
+        tmd_methods,
+    )
     from ..toy.probe import format_sensitivity, word_sensitivity
     from ..toy.retrain import run_outputs
     from ..toy.shipped import asset
@@ -108,24 +118,36 @@ def run_bench(args) -> int:
     if args.run_dir:
         paths = run_outputs(args.run_dir)
     else:
-        paths = {name: asset(name) for name in ("toy_teacher", "toy_tmd", "toy_dmd2v")}
+        paths = {name: asset(name) for name in ("toy_vae", "toy_teacher", "toy_tmd", "toy_dmd2v")}
+    vae = load_vae(paths["toy_vae"])
     teacher = load_teacher(paths["toy_teacher"], dtype=torch.float32)
     student = load_tmd(paths["toy_tmd"], dtype=torch.float32)
     dmd = load_teacher(paths["toy_dmd2v"], dtype=torch.float32)
     pairs = [p for p in benchmark_set() if p[1] == 0] if args.quick else benchmark_set()
     real = bench_real()
     real.pop("per_clip", None)
-    rows = [{"name": "real data (renderer)", **real}]
-    rows += run_bench(teacher_methods(teacher) + dmd_methods(dmd) + tmd_methods(student), pairs)
+    rows = [{"name": "real data (renderer)", **real}, bench_vae_row(vae, pairs)]
+    rows[-1].pop("per_clip", None)
+    rows += run_bench(teacher_methods(teacher) + dmd_methods(dmd) + tmd_methods(student), pairs, vae=vae)
+    for row in rows:  # does the flow head use its inner noise? (docs/toy_world.md, "inner-noise spread")
+        if row["name"] in ("TMD outer 1 x inner 2", "TMD outer 2 x inner 2"):
+            sched = dataclasses.replace(student.tmd_config.schedule, outer_steps=int(row["name"].split()[2]),
+                                        inner_steps=2)
+            add_noise_spread(row, student, sched, vae)
     print(format_table(rows))
     by_name = {r["name"]: r for r in rows}
     comparisons = {}
-    for a, b in (("TMD outer 2 x inner 2", "DMD2-v 2-step"), ("TMD outer 2 x inner 2", "teacher Euler 3 NFE")):
+    for a, b in (("TMD outer 2 x inner 2", "DMD2-v 2-step"), ("TMD outer 1 x inner 2", "DMD2-v 1-step"),
+                 ("TMD outer 2 x inner 2", "teacher Euler 3 NFE")):
         if a in by_name and b in by_name:  # paired bootstrap over the same (prompt, seed) pairs
             print(format_comparison(by_name[a], by_name[b]))
             comparisons[f"{a} - {b}"] = {k: compare(by_name[a], by_name[b], k).to_dict()
                                          for k in ("adherence", "quality", "diversity", "overall")}
-    sens = word_sensitivity(teacher)
+    for r in rows:
+        if "inner_outer_ratio" in r:
+            print(f"{r['name']}: inner-noise spread {r['inner_spread']:.4f}, outer {r['outer_spread']:.4f}, "
+                  f"inner/outer {r['inner_outer_ratio']:.2f} (real clips of a prompt: {r['real_spread']:.4f})")
+    sens = word_sensitivity(teacher, vae=vae)
     print("teacher word use (relative loss increase when the word is swapped):")
     print(format_sensitivity(sens, indent="  "))
     meta = {**describe_benchmark(), "quick": args.quick, "checkpoints": args.run_dir or "shipped assets",
