@@ -33,6 +33,15 @@ def register(sub) -> None:
     p.add_argument("--resume", action="store_true", help="continue the run in output_dir from its last state")
     p.add_argument("--dry-run", action="store_true", help="print the resolved config, run every check the real run "
                    "makes before loading anything (settings, teacher and data headers, output_dir), and exit")
+    g = p.add_argument_group("memory plan (--plan: print bytes per process and exit; nothing is loaded)")
+    g.add_argument("--plan", action="store_true", help="print the per-process bytes of weights, gradients, optimiser "
+                   "state and EMA of every network, and whether they fit --gpu-mem")
+    g.add_argument("--processes", type=int, default=None, help="process count (default: WORLD_SIZE or 1)")
+    g.add_argument("--sharding", default="sharded", help="sharded (FSDP2, the default) | full (one process or DDP)")
+    g.add_argument("--master-dtype", default="bf16", help="bf16 (default) | fp32: trained weights and gradients")
+    g.add_argument("--optim-dtype", default="fp32", help="fp32 (default) | bf16: AdamW moments")
+    g.add_argument("--teacher-mode", default="sharded", help="sharded (default) | replicated (bf16 on every process)")
+    g.add_argument("--gpu-mem", help="memory of one GPU, e.g. 80GB: say whether the plan fits")
     p.set_defaults(func=run)
 
 
@@ -91,10 +100,33 @@ def _world_size() -> int:
     return int(os.environ.get("WORLD_SIZE", "1"))
 
 
+def plan_text(args, cfg) -> str:
+    """`--plan`: the memory plan of the run's networks (architecture from --teacher's header, else the preset)."""
+    from ..training.config import teacher_config
+    from ..training.memory_plan import (
+        PlanSettings,
+        format_plan,
+        memory_plan,
+        parse_bytes,
+        preset_architecture,
+    )
+
+    tcfg = teacher_config(cfg) if cfg.model.teacher else preset_architecture(args.preset)
+    settings = PlanSettings(
+        processes=args.processes if args.processes is not None else _world_size(), sharding=args.sharding,
+        master_dtype=args.master_dtype, optim_dtype=args.optim_dtype, teacher=args.teacher_mode,
+        gpu_mem=parse_bytes(args.gpu_mem) if args.gpu_mem else None)
+    what = cfg.model.teacher or f"preset {args.preset}"
+    return format_plan(memory_plan(cfg, tcfg, settings), f"{what}, stages {', '.join(cfg.stages)}")
+
+
 def run(args) -> int:
     from ..training.config import check_run, to_yaml
 
     cfg = resolve_config(args)
+    if args.plan:
+        print(plan_text(args, cfg))
+        return 0
     if args.dry_run:  # exactly the checks run_distill makes before it loads anything
         print(to_yaml(cfg), end="")
         check_run(cfg, _world_size(), resume=args.resume)

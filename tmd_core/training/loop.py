@@ -1,9 +1,10 @@
 """One training loop for both stages of TMD (docs/method.md §4–5) on Hugging Face Accelerate.
 
 One process on CPU or GPU, or many through `accelerate launch --multi_gpu --num_processes N` or
-`torchrun` (data parallel: every process holds the models, gradients are averaged; on a machine
-without GPUs the processes form a gloo group). Every random draw comes from a per-process CPU generator whose
-state is checkpointed with the models, optimisers, EMA and the data position, so `resume=True`
+`torchrun` (data parallel: every process holds the models, Accelerate wraps each stage's losses in DDP,
+which averages the gradients; on a machine without GPUs the processes form a gloo group). Every random draw
+comes from a CPU generator, the same on every process (each keeps its rows of the global batch's draws,
+draws.py, so N processes reproduce one process with the same global batch), whose state is checkpointed with the models, optimisers, EMA and the data position, so `resume=True`
 continues a killed run exactly: the resumed losses equal those of an uninterrupted run.
 
 Run folder (`output_dir`): config.yaml, log.jsonl, state-stage{1,2}.safetensors (training state),
@@ -35,6 +36,7 @@ from .builders import (
 )
 from .config import RESUMABLE_CHANGES, RUN_FILES, TrainConfig, check_run, to_dict, to_yaml
 from .data import ShardDataset, ShardReader
+from .draws import batch_split
 from .previews import preview_samples
 from .runlog import JsonlLog, derive_seed, memory_mb, reduce_logs, summary_line
 from .state import EMA, load_state, rng_snapshot, save_state
@@ -66,11 +68,14 @@ class _Run:
 
 def make_accelerator(cfg: TrainConfig):
     from accelerate import Accelerator
-    from accelerate.utils import DistributedType
+    from accelerate.utils import DistributedDataParallelKwargs, DistributedType
 
     has_gpu = torch.cuda.is_available() or (hasattr(torch.backends, "mps") and torch.backends.mps.is_available())
     # cpu=True also makes accelerate form a gloo group when several CPU processes are launched
-    acc = Accelerator(mixed_precision=cfg.mixed_precision, cpu=cfg.device == "cpu" or not has_gpu)
+    # a loss module need not reach every parameter of its networks on every step (e.g. no GAN head yet)
+    ddp = DistributedDataParallelKwargs(find_unused_parameters=True)
+    acc = Accelerator(mixed_precision=cfg.mixed_precision, cpu=cfg.device == "cpu" or not has_gpu,
+                      kwargs_handlers=[ddp])
     check_launch(acc.num_processes)
     if acc.distributed_type not in (DistributedType.NO, DistributedType.MULTI_CPU, DistributedType.MULTI_GPU):
         raise ConfigError(
@@ -198,10 +203,10 @@ def _train_stage(run: _Run, stage: str, student) -> tuple[int, bool, EMA | None]
     cfg, acc = run.cfg, run.accelerator
     rank, world = acc.process_index, acc.num_processes
     total = stage_iterations(cfg, stage)
-    trainer = steps.make_trainer(stage, cfg, student, run.teacher, acc, build_fake_score)
-    steps.broadcast_parameters(trainer.modules.values(), world)
+    trainer = steps.make_trainer(stage, cfg, student, run.teacher, acc, build_fake_score)  # DDP starts from rank 0
     ema = EMA(student, cfg.ema_decay) if cfg.ema_decay > 0 else None
-    generator = torch.Generator("cpu").manual_seed(derive_seed(cfg.seed, stage, "loss", rank))
+    # one loss generator for every process: each draws the global batch's randoms and keeps its rows (draws.py)
+    generator = torch.Generator("cpu").manual_seed(derive_seed(cfg.seed, stage, "loss", 0))
     reader = ShardReader(run.dataset, cfg.batch_size, seed=derive_seed(cfg.seed, stage, "data"),
                          rank=rank, world_size=world)
     state_path = run.out / f"state-{stage}.safetensors"
@@ -221,7 +226,8 @@ def _train_stage(run: _Run, stage: str, student) -> tuple[int, bool, EMA | None]
     t_window, n_window, stopped = time.perf_counter(), 0, False
     while step < total:
         batch = {k: (v.to(acc.device) if isinstance(v, torch.Tensor) else v) for k, v in reader.next_batch().items()}
-        logs = trainer.step(step, batch, generator)
+        with batch_split(rank, world):
+            logs = trainer.step(step, batch, generator)
         step += 1
         n_window += 1
         if ema is not None and trainer.student_updated:
@@ -248,6 +254,7 @@ def _train_stage(run: _Run, stage: str, student) -> tuple[int, bool, EMA | None]
         if stopped:
             break
     bar.close()
+    acc.free_memory()  # drop Accelerate's references to this stage's wrapped loss modules
     if stopped:
         run.log.write({"event": "stopped", "stage": stage, "step": step})
     return step, stopped, ema

@@ -28,6 +28,7 @@ import torch
 from ..model import BackboneOut
 from ..schedule import shift_time
 from ..transition import average_velocity
+from .draws import rows
 
 S_MIN, S_MAX = 0.001, 0.999  # clip of the s sampler (docs/method.md §4)
 
@@ -40,7 +41,7 @@ def _per_sample(v: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
 def sample_outer_times(batch_size: int, schedule_cfg, generator: torch.Generator) -> torch.Tensor:
     """t_i ~ Unif{t_1, ..., t_M} of the student's outer grid (docs/method.md §4/§5). Returns Tensor[B] float64."""
     grid = schedule_cfg.outer_times()  # t_M .. t_0
-    idx = torch.randint(0, len(grid) - 1, (batch_size,), generator=generator)
+    idx = rows(lambda n: torch.randint(0, len(grid) - 1, (n,), generator=generator), batch_size)
     return grid[:-1][idx]
 
 
@@ -60,6 +61,11 @@ def sample_s_r(batch_size: int, inner_grid: torch.Tensor, cfg, generator: torch.
     Returns:
         s, r: Tensor[B] float64 with 0 <= r <= s.
     """
+    sr = rows(lambda n: torch.stack(_sample_s_r(n, inner_grid, cfg, generator), dim=1), batch_size)
+    return sr[:, 0].contiguous(), sr[:, 1].contiguous()
+
+
+def _sample_s_r(batch_size: int, inner_grid, cfg, generator: torch.Generator):
     u = torch.rand(batch_size, generator=generator, dtype=torch.float64)
     s = shift_time(u, float(cfg.s_shift)).clamp(S_MIN, S_MAX)
     if cfg.plain_tm:
@@ -83,11 +89,11 @@ def draw_stage1(latent_shape, schedule_cfg, cfg, generator: torch.Generator) -> 
     """
     B = latent_shape[0]
     t_i = sample_outer_times(B, schedule_cfg, generator)
-    x1 = torch.randn(latent_shape, generator=generator)
-    y1 = torch.randn(latent_shape, generator=generator)
+    x1 = rows(lambda n: torch.randn((n, *latent_shape[1:]), generator=generator), B)
+    y1 = rows(lambda n: torch.randn((n, *latent_shape[1:]), generator=generator), B)
     inner = schedule_cfg.inner_times()
     s, r = sample_s_r(B, inner, cfg, generator)
-    drop = torch.rand(B, generator=generator) < cfg.cond_dropout
+    drop = rows(lambda n: torch.rand(n, generator=generator), B) < cfg.cond_dropout
     return {"t_i": t_i, "x1": x1, "y1": y1, "s": s, "r": r, "drop": drop}
 
 

@@ -18,6 +18,7 @@ from ..model import TMDModel
 from ..sampler import teacher_velocity
 from ..schedule import shift_time
 from ..transition import inner_flow
+from .draws import rows
 from .stage1_tmmf import _per_sample, sample_outer_times
 from .teacher_features import teacher_features
 
@@ -31,12 +32,13 @@ def sample_student_times(batch_size: int, schedule_cfg, generator: torch.Generat
 
 def sample_dmd_times(batch_size: int, shift: float, generator: torch.Generator) -> torch.Tensor:
     """t = clip(shift_γ(U), 0.001, 0.999) (γ = 5: t_dmd of docs/method.md §5). Returns Tensor[B] float64."""
-    u = torch.rand(batch_size, generator=generator, dtype=torch.float64)
+    u = rows(lambda n: torch.rand(n, generator=generator, dtype=torch.float64), batch_size)
     return shift_time(u, float(shift)).clamp(T_MIN, T_MAX)
 
 
 def _noise_like(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-    return torch.randn(x.shape, generator=generator, dtype=torch.float32).to(x.device)
+    draw = rows(lambda n: torch.randn((n, *x.shape[1:]), generator=generator, dtype=torch.float32), x.shape[0])
+    return draw.to(x.device)
 
 
 def _noised(x: torch.Tensor, t: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:

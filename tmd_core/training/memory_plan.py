@@ -1,0 +1,224 @@
+"""Memory plan of a distillation run: bytes per process of every network's weights, gradients, optimiser
+state and EMA, replicated (one process, DDP) or sharded (FSDP2), for `tmd distill --plan` (docs/design.md §7).
+
+Parameter counts come from the exact architecture built on the meta device (no weights are allocated), so
+the plan of the 14B preset takes a second on any machine. Per trained parameter the plan counts:
+
+    weights    master dtype (fp32: 4 B, bf16: 2 B)
+    gradients  master dtype
+    optimiser  AdamW's two moments, 2 x optim dtype (fp32: 8 B; torch's AdamW keeps them in the
+               parameter's dtype, so bf16 master weights with fp32 moments needs a master-weight
+               optimiser: the plan's figure is the target, the loop today trains fp32 masters)
+    EMA        fp32 (4 B) for the student when ema_decay > 0
+
+and the frozen teacher's weights in `teacher_dtype` (bf16 by default). Sharded mode divides every
+per-parameter figure by the process count (FSDP2 keeps 1/N of each parameter, gradient and moment per
+process); the teacher is sharded too unless `teacher: replicated`. Activations, the unsharded block being
+computed and the allocator's slack are not counted: the plan reports what is left for them.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import re
+from dataclasses import dataclass, field
+from importlib import resources
+
+import torch
+
+from ..errors import ConfigError
+
+DTYPE_BYTES = {"fp32": 4, "bf16": 2}
+SHARDING = ("full", "sharded")  # full: every process holds everything (one process, DDP); sharded: FSDP2
+TEACHER_MODES = ("sharded", "replicated")
+# The Wan2.1 architecture of each preset (the transformer config shipped in tmd_core/configs).
+PRESET_ARCH = {"wan21_1p3b": "wan21_t2v_1.3b.json", "wan21_14b": "wan21_t2v_14b.json"}
+GB = 1e9
+
+
+@dataclass
+class PlanSettings:
+    processes: int = 1
+    sharding: str = "full"
+    master_dtype: str = "fp32"  # dtype of the trained weights and their gradients
+    optim_dtype: str = "fp32"  # dtype of AdamW's moments
+    teacher_dtype: str = "bf16"
+    teacher: str = "sharded"  # with sharding=sharded: shard the frozen teacher too, or replicate it
+    gpu_mem: float | None = None  # bytes of one GPU, for the fits / does-not-fit verdict
+
+
+@dataclass
+class ModelRow:
+    name: str
+    params: int  # all parameters
+    trainable: int  # parameters that get gradients and optimiser state
+    bytes: dict = field(default_factory=dict)  # weights, gradients, optimizer, ema -> bytes per process
+
+    @property
+    def total(self) -> int:
+        return sum(self.bytes.values())
+
+
+def parse_bytes(text: str, what: str = "--gpu-mem") -> float:
+    """'80GB', '80 GiB', '24e9', '80G' -> bytes (GB = 1e9, GiB = 2**30)."""
+    m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+(?:e[0-9]+)?)\s*(gib|gb|g|mib|mb|m|b)?\s*", str(text).lower())
+    if not m:
+        raise ConfigError(f"{what} {text!r} is not a size: write e.g. 80GB or 24GiB")
+    unit = {"gib": 2**30, "gb": 1e9, "g": 1e9, "mib": 2**20, "mb": 1e6, "m": 1e6, "b": 1, None: 1e9}[m.group(2)]
+    value = float(m.group(1)) * unit
+    if value <= 0:
+        raise ConfigError(f"{what} {text!r} must be positive")
+    return value
+
+
+def preset_architecture(preset_name: str) -> dict:
+    """The teacher transformer config of a Wan preset (ConfigError for presets without one, e.g. toy)."""
+    if preset_name not in PRESET_ARCH:
+        raise ConfigError(f"--plan knows the Wan architecture of the presets {sorted(PRESET_ARCH)}; for {preset_name!r} "
+                          "pass --teacher PATH so the plan reads the architecture from its header")
+    text = resources.files("tmd_core.configs").joinpath(PRESET_ARCH[preset_name]).read_text(encoding="utf-8")
+    return json.loads(text)
+
+
+def build_models(tcfg: dict, cfg, device="meta") -> dict[str, torch.nn.Module]:
+    """The networks of a run on `device` (meta: nothing allocated): teacher, stage-1/2 student, fake score
+    and discriminator, with the run's head_blocks, fusion and disc_layers. Random weights on a real device."""
+    from ..model import TMDModel
+    from ..wan_build import build_empty_wan
+    from .discriminator import Discriminator
+
+    with torch.device(device):
+        teacher = build_empty_wan(tcfg)
+        if cfg.stage2.student_kind == "dmd" and "stage1" not in cfg.stages:
+            student = copy.deepcopy(teacher)
+        else:
+            student = TMDModel.from_teacher(copy.deepcopy(teacher), head_blocks=cfg.model.head_blocks,
+                                            fusion=cfg.model.fusion, schedule=copy.deepcopy(cfg.schedule))
+        models = {"teacher": teacher, "student": student}
+        if "stage2" in cfg.stages:
+            models["fake_score"] = copy.deepcopy(teacher)
+            if cfg.stage2.gan_weight > 0:
+                models["discriminator"] = Discriminator.from_teacher(teacher, layers=cfg.stage2.disc_layers)
+    return models
+
+
+def count_params(module: torch.nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+
+def plan_rows(counts: dict[str, int], cfg, s: PlanSettings, stage: str) -> list[ModelRow]:
+    """Per-process bytes of each network alive in `stage` (the teacher is resident in both stages)."""
+    check_plan_settings(s)
+    shard = s.processes if s.sharding == "sharded" else 1
+    master, optim = DTYPE_BYTES[s.master_dtype], DTYPE_BYTES[s.optim_dtype]
+
+    def per_process(n: int, bytes_each: int, divide: int = shard) -> int:
+        return -(-n // divide) * bytes_each  # ceil: FSDP2 pads the last shard
+
+    names = ["student", "teacher"] + (["fake_score", "discriminator"] if stage == "stage2" else [])
+    rows = []
+    for name in names:
+        if name not in counts:
+            continue
+        n = counts[name]
+        if name == "teacher":
+            divide = shard if s.teacher == "sharded" else 1
+            rows.append(ModelRow(name, n, 0, {"weights": per_process(n, DTYPE_BYTES[s.teacher_dtype], divide)}))
+            continue
+        b = {"weights": per_process(n, master), "gradients": per_process(n, master),
+             "optimizer": 2 * per_process(n, optim)}
+        if name == "student" and cfg.ema_decay > 0:
+            b["ema"] = per_process(n, 4)
+        rows.append(ModelRow(name, n, n, b))
+    return rows
+
+
+def check_plan_settings(s: PlanSettings) -> None:
+    from ..validation import check_choice, check_int
+
+    check_int("--processes", s.processes, 1, error=ConfigError)
+    check_choice("--sharding", s.sharding, SHARDING, "full = one process or DDP, sharded = FSDP2", error=ConfigError)
+    for name in ("master_dtype", "optim_dtype", "teacher_dtype"):
+        check_choice(f"--{name.replace('_', '-')}", getattr(s, name), tuple(DTYPE_BYTES), error=ConfigError)
+    check_choice("--teacher-mode", s.teacher, TEACHER_MODES, error=ConfigError)
+
+
+def memory_plan(cfg, tcfg: dict, s: PlanSettings) -> dict:
+    """{"stages": {stage: [ModelRow]}, "peak": bytes per process, "counts": {name: params}}."""
+    counts = {k: count_params(m) for k, m in build_models(tcfg, cfg).items()}
+    stages = {st: plan_rows(counts, cfg, s, st) for st in cfg.stages}
+    peak = max(sum(r.total for r in rows) for rows in stages.values())
+    return {"stages": stages, "peak": peak, "counts": counts, "settings": s}
+
+
+def format_plan(plan: dict, title: str) -> str:
+    s: PlanSettings = plan["settings"]
+    mode = (f"{s.processes} process(es), {'FSDP2 sharded' if s.sharding == 'sharded' else 'full replica per process'}"
+            f", {s.master_dtype} master weights + {s.optim_dtype} AdamW moments, teacher {s.teacher_dtype}"
+            + (f" {s.teacher}" if s.sharding == "sharded" else ""))
+    lines = [f"memory plan: {title}", f"  {mode}", "  bytes per process (GB = 1e9 bytes):"]
+    cols = ("weights", "gradients", "optimizer", "ema")
+    for stage, rows in plan["stages"].items():
+        lines.append(f"  {stage}: {'model':<14}{'params':>16}" + "".join(f"{c:>11}" for c in cols) + f"{'total':>11}")
+        for r in rows:
+            cells = "".join(f"{r.bytes[c] / GB:>11.2f}" if c in r.bytes else f"{'-':>11}" for c in cols)
+            lines.append(f"          {r.name:<14}{r.params:>16,}{cells}{r.total / GB:>11.2f}")
+        lines.append(f"          {'total':<14}{'':>16}{'':>44}{sum(r.total for r in rows) / GB:>11.2f}")
+    peak = plan["peak"]
+    lines.append(f"  per-process total (largest stage): {peak / GB:.2f} GB")
+    if s.gpu_mem:
+        left = s.gpu_mem - peak
+        verdict = (f"fits: {peak / GB:.2f} GB of {s.gpu_mem / GB:.0f} GB, {left / GB:.2f} GB left for activations"
+                   if left > 0 else
+                   f"does not fit: needs {peak / GB:.2f} GB of {s.gpu_mem / GB:.0f} GB before activations; shard "
+                   "(--sharding sharded) over more processes or use bf16 master weights")
+        lines.append(f"  {verdict}")
+    lines.append("  not counted: activations, the unsharded block in flight, allocator slack")
+    return "\n".join(lines)
+
+
+def measure_bytes(module: torch.nn.Module, *, optim_step: bool = True, ema: bool = False,
+                  chunk_elements: int = 1 << 62) -> dict:
+    """Measured bytes of a real module: its parameters, gradients and AdamW moments after one step, and an
+    EMA copy (the loop's `EMA`), counted from the tensors (`Tensor.nbytes`; a DTensor counts its local shard).
+
+    Gradients are zeros of each parameter (no forward is needed: what is measured is storage). With
+    `chunk_elements`, gradients, moments and EMA are made for that many parameter elements at a time and
+    freed before the next chunk, so a 1.3B model is measured in its own size plus a chunk of memory."""
+    from .state import EMA
+
+    def local(t):
+        return t.to_local() if hasattr(t, "to_local") else t
+
+    out = {"weights": sum(local(p).nbytes for p in module.parameters())}
+    named = [(n, p) for n, p in module.named_parameters() if p.requires_grad]
+    chunks, cur, size = [], [], 0
+    for n, p in named:
+        cur.append((n, p))
+        size += p.numel()
+        if size >= chunk_elements:
+            chunks.append(cur)
+            cur, size = [], 0
+    chunks += [cur] if cur else []
+    if optim_step:
+        out["gradients"] = out["optimizer"] = 0
+    if ema:
+        out["ema"] = 0
+    for chunk in chunks:
+        params = [p for _, p in chunk]
+        if optim_step:
+            for p in params:
+                p.grad = torch.zeros_like(p)
+            opt = torch.optim.AdamW(params, lr=0.0)
+            opt.step()
+            out["gradients"] += sum(local(p.grad).nbytes for p in params)
+            out["optimizer"] += sum(local(v).nbytes for st in opt.state.values() for k, v in st.items()
+                                    if isinstance(v, torch.Tensor) and k != "step")
+            del opt
+            for p in params:
+                p.grad = None
+        if ema:
+            holder = torch.nn.ParameterList(params)  # the loop's EMA over this chunk's parameters
+            out["ema"] += sum(local(v).nbytes for v in EMA(holder, 0.5).shadow.values())
+    return out
