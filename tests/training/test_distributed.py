@@ -94,3 +94,18 @@ def test_two_ddp_processes_reproduce_one_process(world, tmp_path):
     assert res.returncode == 0, res.stderr[-3000:]
     worst = assert_same_run(tmp_path / "one", tmp_path / "ddp")
     print(f"DDP 2 processes vs 1: largest weight difference {worst:.3g}")
+
+
+FSDP2 = ("--config_file", str(REPO / "configs" / "accelerate_fsdp2.yaml"))
+
+
+@pytest.mark.slow
+def test_two_fsdp2_processes_reproduce_one_process(world, tmp_path):
+    one_process(world, tmp_path / "one")
+    res = launch(world, tmp_path / "fsdp", 2, *FSDP2)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert "FSDP2 (sharded)" in res.stderr  # the topology, logged once at start
+    worst = assert_same_run(tmp_path / "one", tmp_path / "fsdp")
+    print(f"FSDP2 2 processes vs 1: largest weight difference {worst:.3g}")
+    start = [json.loads(line) for line in (tmp_path / "fsdp" / "log.jsonl").read_text().splitlines()]
+    assert [r["parallel"] for r in start if r.get("event") == "start"] == ["fsdp2", "fsdp2"]

@@ -14,6 +14,7 @@ stage1.safetensors (the stage-1 student, when stage 2 follows), validation/, and
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import time
@@ -39,7 +40,8 @@ from .data import ShardDataset, ShardReader
 from .draws import batch_split
 from .previews import preview_samples
 from .runlog import JsonlLog, derive_seed, memory_mb, reduce_logs, summary_line
-from .state import EMA, load_state, rng_snapshot, save_state
+from .sharding import full_tensors, meta_template, parallel_mode, rebuild_full
+from .state import EMA, load_state, remove_old_shards, rng_snapshot, save_state, shard_path
 
 # progress(stage, step, total, logs): called on the main process after every step.
 Progress = Callable[[str, int, int, dict], None]
@@ -60,6 +62,12 @@ class _Run:
     log: JsonlLog
     progress: Progress | None
     should_stop: Callable[[], bool] | None
+    mode: str = "single"  # "single" | "ddp" | "fsdp2" (sharding.parallel_mode)
+    template: torch.nn.Module | None = None  # FSDP2: the student's shape on the meta device, to gather it whole
+
+    @property
+    def sharded(self) -> bool:
+        return self.mode == "fsdp2"
 
     @property
     def main(self) -> bool:
@@ -68,7 +76,7 @@ class _Run:
 
 def make_accelerator(cfg: TrainConfig):
     from accelerate import Accelerator
-    from accelerate.utils import DistributedDataParallelKwargs, DistributedType
+    from accelerate.utils import DistributedDataParallelKwargs
 
     has_gpu = torch.cuda.is_available() or (hasattr(torch.backends, "mps") and torch.backends.mps.is_available())
     # cpu=True also makes accelerate form a gloo group when several CPU processes are launched
@@ -77,11 +85,7 @@ def make_accelerator(cfg: TrainConfig):
     acc = Accelerator(mixed_precision=cfg.mixed_precision, cpu=cfg.device == "cpu" or not has_gpu,
                       kwargs_handlers=[ddp])
     check_launch(acc.num_processes)
-    if acc.distributed_type not in (DistributedType.NO, DistributedType.MULTI_CPU, DistributedType.MULTI_GPU):
-        raise ConfigError(
-            f"accelerate launched this run as {acc.distributed_type}; the loop supports one process and "
-            "data-parallel processes (accelerate launch --num_processes N, without --use_fsdp/--use_deepspeed)"
-        )
+    parallel_mode(acc)  # ConfigError naming the fix for FSDP1, DeepSpeed and the like
     return acc
 
 
@@ -163,7 +167,11 @@ def _run_stages(cfg, acc, out: Path, final: Path, teacher, progress, should_stop
     if acc.is_main_process:
         atomic_write_text(out / "config.yaml", to_yaml(cfg))
     run = _Run(cfg, acc, out, teacher, identity, dataset, JsonlLog(out / "log.jsonl", acc.is_main_process),
-               progress, should_stop)
+               progress, should_stop, mode=parallel_mode(acc))
+    if acc.is_main_process:
+        log.info("training on %d process(es), %s, device %s, teacher replicated (%s)", acc.num_processes,
+                 {"single": "one process", "ddp": "DDP (data parallel)", "fsdp2": "FSDP2 (sharded)"}[run.mode],
+                 acc.device, next(teacher.parameters()).dtype)
     stage1_result = out / "stage1.safetensors"
     done: dict[str, int] = {}
     for stage in cfg.stages:
@@ -177,6 +185,7 @@ def _run_stages(cfg, acc, out: Path, final: Path, teacher, progress, should_stop
         else:
             init = stage1_result if "stage1" in cfg.stages else None
             student = build_stage2_student(cfg, teacher, acc.device, init)
+        run.template = meta_template(student) if run.sharded else None
         step, stopped, ema = _train_stage(run, stage, student)
         done[stage] = step
         target = out / f"{cfg.name}.partial.safetensors" if stopped else (final if last else stage1_result)
@@ -203,7 +212,8 @@ def _train_stage(run: _Run, stage: str, student) -> tuple[int, bool, EMA | None]
     cfg, acc = run.cfg, run.accelerator
     rank, world = acc.process_index, acc.num_processes
     total = stage_iterations(cfg, stage)
-    trainer = steps.make_trainer(stage, cfg, student, run.teacher, acc, build_fake_score)  # DDP starts from rank 0
+    # DDP starts every process from rank 0's weights; FSDP2 shards them (every process built the same ones)
+    trainer = steps.make_trainer(stage, cfg, student, run.teacher, acc, build_fake_score, run.mode)
     ema = EMA(student, cfg.ema_decay) if cfg.ema_decay > 0 else None
     # one loss generator for every process: each draws the global batch's randoms and keeps its rows (draws.py)
     generator = torch.Generator("cpu").manual_seed(derive_seed(cfg.seed, stage, "loss", 0))
@@ -212,13 +222,14 @@ def _train_stage(run: _Run, stage: str, student) -> tuple[int, bool, EMA | None]
     state_path = run.out / f"state-{stage}.safetensors"
     step = 0
     if state_path.is_file():
-        restored = load_state(state_path, rank=rank, world_size=world, models=trainer.modules,
+        restored = load_state(state_path, rank=rank, world_size=world, sharded=run.sharded, models=trainer.modules,
                               optimizers=trainer.optimizers, ema=ema, generator=generator)
         step = restored["step"]
         reader.load_state_dict(restored["data"])
     run.log.truncate(stage, step)  # drop what a killed run logged after its last saved state
     if step == 0:
-        run.log.write({"event": "start", "stage": stage, "iterations": total, "processes": world})
+        run.log.write({"event": "start", "stage": stage, "iterations": total, "processes": world,
+                       "parallel": run.mode})
 
     from tqdm.auto import tqdm
 
@@ -283,17 +294,25 @@ def _save_state(run: _Run, stage: str, step: int, trainer, ema, reader, generato
     if acc.num_processes > 1:
         snaps = [None] * acc.num_processes
         torch.distributed.all_gather_object(snaps, snap)
-    fingerprint = _fingerprint(trainer.modules)
-    if acc.num_processes > 1:  # data parallel: every replica must hold the same weights
+    fingerprint = {} if run.sharded else _fingerprint(trainer.modules)
+    if acc.num_processes > 1 and not run.sharded:  # data parallel: every replica must hold the same weights
         prints = [None] * acc.num_processes
         torch.distributed.all_gather_object(prints, fingerprint)
         if any(p != prints[0] for p in prints):
             raise RuntimeError(f"{stage} step {step}: the processes' weights diverged ({prints}); please report this")
+    path = run.out / f"state-{stage}.safetensors"
+    kwargs = dict(stage=stage, step=step, models=trainer.modules, optimizers=trainer.optimizers, ema=ema,
+                  data_state=reader.state_dict(), rng_states=snaps, config=to_dict(run.cfg),
+                  extra={"fingerprint": fingerprint, "parallel": run.mode})
+    if run.sharded:  # every process writes its shards first; rank 0's file, written last, names the step
+        if not run.main:
+            save_state(shard_path(path, acc.process_index, step), **kwargs)
+        acc.wait_for_everyone()
     if run.main:
-        save_state(run.out / f"state-{stage}.safetensors", stage=stage, step=step, models=trainer.modules,
-                   optimizers=trainer.optimizers, ema=ema, data_state=reader.state_dict(), rng_states=snaps,
-                   config=to_dict(run.cfg), extra={"fingerprint": fingerprint})
+        save_state(path, **kwargs)
     acc.wait_for_everyone()
+    if run.sharded and not run.main:
+        remove_old_shards(path, acc.process_index, keep_step=step)
 
 
 def _fingerprint(modules: dict) -> dict:
@@ -302,18 +321,23 @@ def _fingerprint(modules: dict) -> dict:
         return {n: float(sum(p.detach().double().abs().sum() for p in m.parameters())) for n, m in modules.items()}
 
 
+def _whole_student(run: _Run, student, ema):
+    """The student to sample or save, with its EMA weights when the EMA is on: the module itself, or under
+    FSDP2 the whole network gathered from every process (a collective), rebuilt on rank 0 (None elsewhere)."""
+    if not run.sharded:
+        return contextlib.nullcontext(student) if ema is None else ema.swapped(student)
+    with contextlib.nullcontext() if ema is None else ema.swapped(student):
+        state = full_tensors(student.state_dict(), like=run.template.state_dict())
+    return contextlib.nullcontext(rebuild_full(run.template, state) if run.main else None)
+
+
 def _validate(run: _Run, stage: str, step: int, student, ema) -> None:
-    if run.main:
-        if ema is not None:
-            ema.swap(student)
-        try:
-            record = preview_samples(run.cfg, student, run.dataset, run.out / "validation", stage, step)
-        finally:
-            if ema is not None:
-                ema.swap(student)
-        run.log.write(record)
-        if run.progress is not None:
-            run.progress(stage, step, stage_iterations(run.cfg, stage), record)
+    with _whole_student(run, student, ema) as whole:
+        if run.main:  # written once, by rank 0
+            record = preview_samples(run.cfg, whole, run.dataset, run.out / "validation", stage, step)
+            run.log.write(record)
+            if run.progress is not None:
+                run.progress(stage, step, stage_iterations(run.cfg, stage), record)
     run.accelerator.wait_for_everyone()
 
 
@@ -335,24 +359,20 @@ def _save_student(run: _Run, student, ema, path: Path, done: dict, complete: boo
         "ema_decay": cfg.ema_decay,
         "schedule": to_dict(cfg.schedule),
     }
-    if run.main:
-        if ema is not None:
-            ema.swap(student)
-        try:
-            if isinstance(student, TMDModel):
-                save_tmd(student, path, provenance=provenance)
+    with _whole_student(run, student, ema) as whole:
+        if run.main:  # only rank 0 writes
+            if isinstance(whole, TMDModel):
+                save_tmd(whole, path, provenance=provenance)
             else:  # DMD2-v baseline: a plain Wan transformer in diffusers keys, config in a sidecar
                 from ..loading import sidecar_config_path
                 from ..wan_build import transformer_config_dict
 
-                config = json.dumps(transformer_config_dict(student))
+                config = json.dumps(transformer_config_dict(whole))
                 meta = {"format": "wan-dmd", "transformer_config": config,
                         "provenance": json.dumps(provenance, default=str)}
-                atomic_save_safetensors(student.state_dict(), path, meta)
+                atomic_save_safetensors(whole.state_dict(), path, meta)
                 atomic_write_text(sidecar_config_path(path), config)
-        finally:
-            if ema is not None:
-                ema.swap(student)
+    if run.main:
         run.log.write({"event": "saved", "path": str(path), **{k: provenance[k] for k in ("stages", "iterations")}})
     run.accelerator.wait_for_everyone()
     return path

@@ -33,7 +33,8 @@ class GeneratorLoss(torch.nn.Module):
         self.student, self.cfg = student, cfg
         self._read = (teacher, fake_score, discriminator)  # a tuple: not registered, not wrapped
 
-    def forward(self, batch: dict, generator: torch.Generator, noise: torch.Tensor | None = None):
+    def forward(self, batch: dict, generator: torch.Generator, noise: torch.Tensor | None = None,
+                sample_only: bool = False):
         from .stage1_tmmf import tmmf_loss
         from .stage2_dmd import generator_loss, generator_sample, kd_warmup_loss
 
@@ -43,6 +44,8 @@ class GeneratorLoss(torch.nn.Module):
             loss, logs = kd_warmup_loss(self.student, noise, batch["latents"], batch["context"], t=s.t_max)
             return loss, logs, None
         x_hat, _ = generator_sample(self.student, batch, s, c, generator)
+        if sample_only:  # x̂ for the critics on iterations without a student update (called under no_grad)
+            return x_hat
         loss, logs = generator_loss(x_hat, teacher, fake_score, disc, batch, c, generator)
         if c.tmmf_weight > 0:  # stage-1 TM-MF on the real data keeps the transition stochastic
             tm, tm_logs = tmmf_loss(self.student, batch, s, self.cfg.stage1, generator)

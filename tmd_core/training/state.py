@@ -9,6 +9,7 @@ non-tensor state), `python_rng` per rank, and `config` (the resolved run config)
 
 from __future__ import annotations
 
+import contextlib
 import json
 import random
 from pathlib import Path
@@ -34,6 +35,15 @@ class EMA:
     def update(self, module: torch.nn.Module) -> None:
         for n, p in module.named_parameters():
             self.shadow[n].lerp_(p.detach().float(), 1.0 - self.decay)
+
+    @contextlib.contextmanager
+    def swapped(self, module: torch.nn.Module):
+        """The module with the averages in place of its parameters for the duration of the block."""
+        self.swap(module)
+        try:
+            yield module
+        finally:
+            self.swap(module)
 
     @torch.no_grad()
     def swap(self, module: torch.nn.Module) -> None:
@@ -63,6 +73,25 @@ def rng_restore(snap: dict, generator: torch.Generator) -> None:
         random.setstate((v, tuple(state), gauss))
 
 
+def _local(t):
+    """A DTensor's shard on this process (FSDP2), any other tensor as it is."""
+    return t.to_local() if hasattr(t, "to_local") else t
+
+
+def shard_path(path, rank: int, step: int) -> Path:
+    """The file of rank `rank`'s shards (FSDP2) saved at `step`, beside rank 0's `state-<stage>.safetensors`."""
+    path = Path(path)
+    return path.with_name(f"{path.stem}.rank{rank}.step{step}.safetensors")
+
+
+def remove_old_shards(path, rank: int, keep_step: int) -> None:
+    """Delete rank `rank`'s shard files other than `keep_step`'s (after rank 0's file names that step)."""
+    path = Path(path)
+    for old in path.parent.glob(f"{path.stem}.rank{rank}.step*.safetensors"):
+        if old != shard_path(path, rank, keep_step):
+            old.unlink(missing_ok=True)
+
+
 def _optim_flatten(name: str, module: torch.nn.Module, opt: torch.optim.Optimizer) -> tuple[dict, dict]:
     """Optimiser state keyed by parameter names (so it survives any param re-ordering)."""
     names = [n for n, p in module.named_parameters() if p.requires_grad]
@@ -71,7 +100,7 @@ def _optim_flatten(name: str, module: torch.nn.Module, opt: torch.optim.Optimize
     for idx, st in sd["state"].items():
         for key, v in st.items():
             if isinstance(v, torch.Tensor):
-                tensors[f"optim.{name}.{names[idx]}.{key}"] = v
+                tensors[f"optim.{name}.{names[idx]}.{key}"] = _local(v)
             else:
                 other.setdefault(names[idx], {})[key] = v
     groups = [{**{k: v for k, v in g.items() if k != "params"}, "params": [names[i] for i in g["params"]]}
@@ -80,7 +109,8 @@ def _optim_flatten(name: str, module: torch.nn.Module, opt: torch.optim.Optimize
 
 
 def _optim_restore(name: str, module, opt, tensors: dict, meta: dict) -> None:
-    names = [n for n, p in module.named_parameters() if p.requires_grad]
+    named = [(n, p) for n, p in module.named_parameters() if p.requires_grad]
+    names = [n for n, _ in named]
     pos = {n: i for i, n in enumerate(names)}
     state: dict[int, dict] = {}
     prefix = f"optim.{name}."
@@ -89,6 +119,11 @@ def _optim_restore(name: str, module, opt, tensors: dict, meta: dict) -> None:
             pname, key = k[len(prefix):].rsplit(".", 1)
             if pname not in pos:
                 raise CheckpointError(f"training state has optimiser entries for {pname!r}, which the model lacks")
+            p = named[pos[pname]][1]
+            if hasattr(p, "device_mesh") and v.dim() > 0:  # FSDP2: this process's shard of a moment
+                from torch.distributed.tensor import DTensor
+
+                v = DTensor.from_local(v.to(p.dtype), p.device_mesh, p.placements, shape=p.shape, stride=p.stride())
             state.setdefault(pos[pname], {})[key] = v
     for pname, extra in meta.get("other", {}).items():
         state.setdefault(pos[pname], {}).update(extra)
@@ -114,13 +149,13 @@ def save_state(path, *, stage: str, step: int, models: dict, optimizers: dict, e
     tensors, optim_meta = {}, {}
     for name, module in models.items():
         for k, v in module.state_dict().items():
-            tensors[f"model.{name}.{k}"] = v
+            tensors[f"model.{name}.{k}"] = _local(v)
     for name, (module, opt) in optimizers.items():
         t, m = _optim_flatten(name, module, opt)
         tensors.update(t)
         optim_meta[name] = m
     if ema is not None:
-        tensors.update({f"ema.{k}": v for k, v in ema.shadow.items()})
+        tensors.update({f"ema.{k}": _local(v) for k, v in ema.shadow.items()})
     python_rng = []
     for rank, snap in enumerate(rng_states):
         for which, v in snap.items():
@@ -150,7 +185,7 @@ def read_state_header(path) -> dict:
 
 
 def load_state(path, *, rank: int, world_size: int, models: dict, optimizers: dict, ema: EMA | None,
-               generator: torch.Generator) -> dict:
+               generator: torch.Generator, sharded: bool = False) -> dict:
     """Restore models, optimisers, EMA and this process's RNG from `save_state`'s file.
 
     Returns:
@@ -158,18 +193,26 @@ def load_state(path, *, rank: int, world_size: int, models: dict, optimizers: di
     """
     meta = read_state_header(path)
     saved_world = int(meta["world_size"])
-    if saved_world != world_size:
+    saved_mode = json.loads(meta.get("extra", "{}")).get("parallel", "single")
+    if saved_world != world_size or (saved_mode == "fsdp2") != sharded:
+        how = f"as {saved_world} FSDP2 shards" if saved_mode == "fsdp2" else f"by {saved_world} process(es)"
+        now = f"{world_size} process(es){' with FSDP2' if sharded else ''}"
         raise ConfigError(
-            f"{path} was written by {saved_world} processes, this run has {world_size}: resume with the "
-            "same number of processes (the data split and every process's random stream depend on it)"
+            f"{path} was saved {how}, this run has {now}: resume with the launch that saved it (the same "
+            "--num_processes and accelerate config); resharding a run onto another process count is not supported"
         )
-    with safe_open(str(path), framework="pt") as f:
+    source = shard_path(path, rank, int(meta["step"])) if sharded and rank > 0 else path
+    if not Path(source).is_file():
+        raise CheckpointError(f"training state {path} names step {meta['step']}, but rank {rank}'s shards "
+                              f"{Path(source).name} are missing: restore that file, or delete {Path(path).name} "
+                              "to restart the stage")
+    with safe_open(str(source), framework="pt") as f:
         tensors = {k: f.get_tensor(k).clone() for k in f.keys()}
     for name, module in models.items():
         prefix = f"model.{name}."
         sd = {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
         try:
-            module.load_state_dict(sd, strict=True)
+            _load_module(module, sd)
         except RuntimeError as e:
             raise CheckpointError(f"training state {path}: {name} does not fit this run's model ({e})") from e
     optim_meta = json.loads(meta["optim"])
@@ -177,7 +220,7 @@ def load_state(path, *, rank: int, world_size: int, models: dict, optimizers: di
         _optim_restore(name, module, opt, tensors, optim_meta[name])
     if ema is not None:
         for k in ema.shadow:
-            ema.shadow[k].copy_(tensors[f"ema.{k}"])
+            _local(ema.shadow[k]).copy_(tensors[f"ema.{k}"])
     snap = {k.split(".", 2)[2]: v for k, v in tensors.items() if k.startswith(f"rng.{rank}.")}
     python_rng = json.loads(meta.get("python_rng", "[]"))
     if rank < len(python_rng):
@@ -185,3 +228,20 @@ def load_state(path, *, rank: int, world_size: int, models: dict, optimizers: di
     rng_restore(snap, generator)
     return {"step": int(meta["step"]), "data": json.loads(meta["data"]), "extra": json.loads(meta["extra"]),
             "config": json.loads(meta["config"])}
+
+
+@torch.no_grad()
+def _load_module(module: torch.nn.Module, sd: dict) -> None:
+    """load_state_dict(strict) for a plain module; for an FSDP2 one, each saved shard copied into place."""
+    own = module.state_dict()
+    if not any(hasattr(v, "to_local") for v in own.values()):
+        module.load_state_dict(sd, strict=True)
+        return
+    if own.keys() != sd.keys():
+        raise RuntimeError(f"keys differ: missing {sorted(own.keys() - sd.keys())[:4]}, "
+                           f"unexpected {sorted(sd.keys() - own.keys())[:4]}")
+    for k, v in own.items():
+        local = _local(v)
+        if tuple(local.shape) != tuple(sd[k].shape):
+            raise RuntimeError(f"{k}: saved shard {tuple(sd[k].shape)}, this process holds {tuple(local.shape)}")
+        local.copy_(sd[k])

@@ -9,6 +9,7 @@ import torch
 
 from ..noise import make_noise
 from .loss_modules import CriticLoss, GeneratorLoss, Stage1Loss
+from .sharding import wrap_loss
 
 
 def _adamw(module: torch.nn.Module, lr: float, betas, weight_decay: float) -> torch.optim.AdamW:
@@ -19,10 +20,10 @@ def _adamw(module: torch.nn.Module, lr: float, betas, weight_decay: float) -> to
 class Stage1Trainer:
     """TM-MF (docs/method.md §4): one AdamW step of the whole student per iteration."""
 
-    def __init__(self, cfg, student, accelerator):
+    def __init__(self, cfg, student, accelerator, mode: str = "single"):
         self.cfg, self.student, self.acc = cfg, student, accelerator
         c = cfg.stage1
-        self.loss = accelerator.prepare(Stage1Loss(student, cfg))  # DDP when several processes
+        self.loss = wrap_loss(Stage1Loss(student, cfg), accelerator, mode)  # DDP or FSDP2 with several processes
         self.opt = _adamw(student, c.lr, c.betas, c.weight_decay)
         self.modules = {"student": student}
         self.optimizers = {"student": (student, self.opt)}
@@ -42,7 +43,7 @@ class Stage2Trainer:
     `student_every`-th (DMD2's order: the generator step first, then the critics on its detached x̂).
     The first `kd_warmup_iterations` steps (DMD2-v baseline only) regress the teacher's noise->data pairs."""
 
-    def __init__(self, cfg, student, teacher, accelerator, build_fake_score):
+    def __init__(self, cfg, student, teacher, accelerator, build_fake_score, mode: str = "single"):
         from .discriminator import Discriminator
 
         c = cfg.stage2
@@ -51,17 +52,19 @@ class Stage2Trainer:
         self.disc = None
         if c.gan_weight > 0:
             self.disc = Discriminator.from_teacher(teacher, layers=c.disc_layers).to(accelerator.device).train()
-        self.opts = {
+        self.student_updated = False
+        # FSDP2: the critics are units of their own (the student's loss reads them), the student's unit is its loss
+        self.critic_loss = wrap_loss(CriticLoss(self.fake_score, self.disc, teacher, cfg), accelerator, mode,
+                                     units=(self.fake_score, self.disc))
+        self.gen_loss = wrap_loss(GeneratorLoss(student, teacher, self.fake_score, self.disc, cfg), accelerator, mode)
+        self.opts = {  # after sharding: the optimisers hold the sharded parameters
             "student": (student, _adamw(student, c.lr_student, c.betas, c.weight_decay)),
             "fake_score": (self.fake_score, _adamw(self.fake_score, c.lr_fake, c.betas, c.weight_decay)),
         }
         if self.disc is not None:
             self.opts["discriminator"] = (self.disc, _adamw(self.disc, c.lr_disc, c.betas, c.weight_decay))
-        self.modules = {name: m for name, (m, _) in self.opts.items()}
         self.optimizers = self.opts
-        self.student_updated = False
-        self.gen_loss = accelerator.prepare(GeneratorLoss(student, teacher, self.fake_score, self.disc, cfg))
-        self.critic_loss = accelerator.prepare(CriticLoss(self.fake_score, self.disc, teacher, cfg))
+        self.modules = {name: m for name, (m, _) in self.opts.items()}
 
     def _update(self, *names) -> None:
         for name in names:
@@ -83,9 +86,7 @@ class Stage2Trainer:
         return logs
 
     def step(self, step: int, batch: dict, generator: torch.Generator) -> dict:
-        from .stage2_dmd import generator_sample
-
-        c, s = self.cfg.stage2, self.cfg.schedule
+        c = self.cfg.stage2
         self.student_updated = step < c.kd_warmup_iterations or (step - c.kd_warmup_iterations) % c.student_every == 0
         if step < c.kd_warmup_iterations:
             return self._kd_step(batch)
@@ -99,7 +100,7 @@ class Stage2Trainer:
             x_hat = x_hat.detach()
         else:
             with torch.no_grad(), self.acc.autocast():
-                x_hat, _ = generator_sample(self.student, batch, s, c, generator)
+                x_hat = self.gen_loss(batch, generator, sample_only=True)
         # 2. fake score and discriminator on sg(x̂), every iteration
         with self.acc.autocast():
             loss, critic_logs = self.critic_loss(x_hat, batch, generator)
@@ -108,7 +109,7 @@ class Stage2Trainer:
         return {**logs, **critic_logs}
 
 
-def make_trainer(stage: str, cfg, student, teacher, accelerator, build_fake_score):
+def make_trainer(stage: str, cfg, student, teacher, accelerator, build_fake_score, mode: str = "single"):
     if stage == "stage1":
-        return Stage1Trainer(cfg, student, accelerator)
-    return Stage2Trainer(cfg, student, teacher, accelerator, build_fake_score)
+        return Stage1Trainer(cfg, student, accelerator, mode)
+    return Stage2Trainer(cfg, student, teacher, accelerator, build_fake_score, mode)
