@@ -48,12 +48,16 @@ def _env():
     return dict(os.environ, PYTHONPATH=str(REPO), OMP_NUM_THREADS="1", CUDA_VISIBLE_DEVICES="")
 
 
-def launch(world, out, processes: int, *accelerate_args, extra=()):
-    cmd = [sys.executable, "-m", "accelerate.commands.launch", *accelerate_args, "--num_processes", str(processes),
+def launch_command(world, out, processes: int, *accelerate_args, extra=()) -> list[str]:
+    return [sys.executable, "-m", "accelerate.commands.launch", *accelerate_args, "--num_processes", str(processes),
            "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
            "--main_process_port", str(_free_port()), "-m", "tmd_core", "distill", "--preset", "tiny",
            "--teacher", str(world["teacher_path"]), "--data", str(world["data"]), "--output-dir", str(out),
            *[a for k, v in ITERS.items() for a in ("--set", f"{k}={v}")], *extra]
+
+
+def launch(world, out, processes: int, *accelerate_args, extra=()):
+    cmd = launch_command(world, out, processes, *accelerate_args, extra=extra)
     return subprocess.run(cmd, cwd=out.parent, env=_env(), capture_output=True, text=True, timeout=600)
 
 
@@ -109,3 +113,66 @@ def test_two_fsdp2_processes_reproduce_one_process(world, tmp_path):
     print(f"FSDP2 2 processes vs 1: largest weight difference {worst:.3g}")
     start = [json.loads(line) for line in (tmp_path / "fsdp" / "log.jsonl").read_text().splitlines()]
     assert [r["parallel"] for r in start if r.get("event") == "start"] == ["fsdp2", "fsdp2"]
+
+
+def state_bytes(out, stage="stage2") -> list[dict]:
+    records = [json.loads(line) for line in (Path(out) / "log.jsonl").read_text().splitlines()]
+    return next(r for r in records if r.get("event") == "state_bytes" and r["stage"] == stage)["per_process"]
+
+
+@pytest.mark.slow
+def test_fsdp2_shards_hold_about_half_the_bytes_per_process(world, tmp_path):
+    """Parameters + AdamW moments of each trained network, measured from the tensors each process holds
+    (the loop logs them after the first step): with 2 FSDP2 processes <= 0.55x one process's."""
+    one_process(world, tmp_path / "one")
+    res = launch(world, tmp_path / "fsdp", 2, *FSDP2, extra=("--set", "stage2.iterations=2",
+                                                             "--set", "stage1.iterations=2"))
+    assert res.returncode == 0, res.stderr[-3000:]
+    for stage in ("stage1", "stage2"):
+        one, two = state_bytes(tmp_path / "one", stage), state_bytes(tmp_path / "fsdp", stage)
+        assert len(one) == 1 and len(two) == 2
+        for name, b in one[0].items():
+            full = b["params"] + b["optimizer"]
+            worst = max(p[name]["params"] + p[name]["optimizer"] for p in two)
+            print(f"{stage} {name}: 1 process {full} B, FSDP2 2 processes at most {worst} B ({worst / full:.3f}x)")
+            assert worst <= 0.55 * full, (stage, name, worst, full)
+
+
+@pytest.mark.slow
+def test_sigkill_of_an_fsdp2_run_then_resume_reproduces_it(world, tmp_path):
+    import signal
+    import time
+
+    psutil = pytest.importorskip("psutil")
+
+    short = ("--set", "stage1.iterations=4", "--set", "checkpoint_every=2")
+    res = launch(world, tmp_path / "straight", 2, *FSDP2, extra=short)
+    assert res.returncode == 0, res.stderr[-3000:]
+
+    out = tmp_path / "killed"
+    cmd = launch_command(world, out, 2, *FSDP2, extra=short)
+    proc = subprocess.Popen(cmd, cwd=tmp_path, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while time.time() < deadline and proc.poll() is None:
+        if (out / "log.jsonl").exists() and any(r["stage"] == "stage2" and r["step"] >= 5 for r in loss_records(out)):
+            for p in [*psutil.Process(proc.pid).children(recursive=True), psutil.Process(proc.pid)]:
+                p.send_signal(signal.SIGKILL)  # the launcher and both workers (elastic gives them sessions)
+            break
+        time.sleep(0.02)
+    assert proc.wait(timeout=60) == -signal.SIGKILL, "the run ended before it could be killed"
+    time.sleep(1)
+    assert not (out / "tiny.safetensors").exists()
+    assert sorted(p.name for p in out.glob("state-stage2*")) == ["state-stage2.rank1.step4.safetensors",
+                                                                   "state-stage2.safetensors"]
+    # resuming on another process count is refused, naming the fix, and changes nothing
+    res = subprocess.run(launch_command(world, out, 1, extra=short) + ["--resume"], cwd=tmp_path, env=_env(),
+                         capture_output=True, text=True, timeout=600)
+    assert res.returncode == 1
+    assert "was saved as 2 FSDP2 shards, this run has 1 process(es): resume with the launch that saved it" in res.stderr
+    res = subprocess.run(cmd + ["--resume"], cwd=tmp_path, env=_env(), capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert loss_records(out) == loss_records(tmp_path / "straight")  # exactly: same processes, same order
+    a, b = load_file(tmp_path / "straight" / "tiny.safetensors"), load_file(out / "tiny.safetensors")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert sorted(p.name for p in out.glob("state-stage2*")) == ["state-stage2.rank1.step10.safetensors",
+                                                                   "state-stage2.safetensors"]

@@ -244,6 +244,8 @@ def _train_stage(run: _Run, stage: str, student) -> tuple[int, bool, EMA | None]
         if ema is not None and trainer.student_updated:
             ema.update(student)
         bar.update(1)
+        if step == 1:  # what each process holds once the optimisers have their moments, measured from the tensors
+            _log_state_bytes(run, stage, trainer)
         if step % cfg.log_every == 0 or step == total:
             values = reduce_logs(logs, acc)
             rate = n_window / max(time.perf_counter() - t_window, 1e-9)
@@ -269,6 +271,25 @@ def _train_stage(run: _Run, stage: str, student) -> tuple[int, bool, EMA | None]
     if stopped:
         run.log.write({"event": "stopped", "stage": stage, "step": step})
     return step, stopped, ema
+
+
+def _log_state_bytes(run: _Run, stage: str, trainer) -> None:
+    """Log, per process, the bytes of each trained network's parameters and AdamW state (local shards under
+    FSDP2), counted from the tensors: the measured side of `tmd distill --plan`."""
+    def local(t):
+        return t.to_local() if hasattr(t, "to_local") else t
+
+    mine = {}
+    for name, (module, opt) in trainer.optimizers.items():
+        params = sum(local(p).nbytes for p in module.parameters())
+        moments = sum(local(v).nbytes for st in opt.state.values() for k, v in st.items()
+                      if isinstance(v, torch.Tensor) and k != "step")
+        mine[name] = {"params": params, "optimizer": moments}
+    every = [mine]
+    if run.accelerator.num_processes > 1:
+        every = [None] * run.accelerator.num_processes
+        torch.distributed.all_gather_object(every, mine)
+    run.log.write({"event": "state_bytes", "stage": stage, "parallel": run.mode, "per_process": every})
 
 
 def stage_iterations(cfg: TrainConfig, stage: str) -> int:
