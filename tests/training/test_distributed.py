@@ -176,3 +176,13 @@ def test_sigkill_of_an_fsdp2_run_then_resume_reproduces_it(world, tmp_path):
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     assert sorted(p.name for p in out.glob("state-stage2*")) == ["state-stage2.rank1.step10.safetensors",
                                                                    "state-stage2.safetensors"]
+
+
+def test_one_process_runs_bf16_then_fp32_without_resetting_accelerate(world, tmp_path):
+    """Precision is the run config's (steps.autocast), not accelerate's process-wide state: a host process
+    runs distillations of different precisions one after another (no private accelerate API involved)."""
+    for name, precision in (("bf16", "bf16"), ("fp32", "no")):
+        cfg = load_config("tiny", model={"teacher": str(world["teacher_path"])}, data=str(world["data"]),
+                          output_dir=str(tmp_path / name), mixed_precision=precision, stages=["stage1"])
+        cfg.stage1.iterations = 1
+        assert run_distill(cfg).is_file()

@@ -137,8 +137,6 @@ def distill_in_process(teacher, cfg: TrainConfig, *, data_request: dict | None =
     Returns:
         DistillResult; `complete` is False after a stop.
     """
-    from accelerate.state import AcceleratorState
-
     from ..checkpoint import remove_stale_temporaries
     from .config import check_data_fits_config, check_files, check_settings, teacher_config
     from .loop import make_accelerator, run_distill
@@ -159,7 +157,6 @@ def distill_in_process(teacher, cfg: TrainConfig, *, data_request: dict | None =
         if widths != {tcfg["text_dim"]}:
             raise InputError(f"the prompts were encoded {sorted(widths)} wide, the teacher reads {tcfg['text_dim']}-wide "
                              "text: encode them with the teacher's own text encoder")
-    AcceleratorState._reset_state()  # a host process may hold an earlier run's state (other precision)
     acc = make_accelerator(cfg)
     if data_request is not None:
         teacher = teacher.to(acc.device)

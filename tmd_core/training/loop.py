@@ -82,8 +82,14 @@ def make_accelerator(cfg: TrainConfig):
     # cpu=True also makes accelerate form a gloo group when several CPU processes are launched
     # a loss module need not reach every parameter of its networks on every step (e.g. no GAN head yet)
     ddp = DistributedDataParallelKwargs(find_unused_parameters=True)
-    acc = Accelerator(mixed_precision=cfg.mixed_precision, cpu=cfg.device == "cpu" or not has_gpu,
-                      kwargs_handlers=[ddp])
+    # precision is the run config's (steps.autocast); accelerate keeps none of its own, so a host process
+    # can run distillations of different precisions one after another without resetting accelerate's state
+    cpu = cfg.device == "cpu" or not has_gpu
+    try:
+        acc = Accelerator(mixed_precision="no", cpu=cpu, kwargs_handlers=[ddp])
+    except ValueError as e:  # accelerate's device is set once per process
+        raise ConfigError(f"this process already ran accelerate on another device ({e}); a run with device "
+                          f"{cfg.device!r} needs a new process: restart the host, or keep device: auto") from e
     check_launch(acc.num_processes)
     parallel_mode(acc)  # ConfigError naming the fix for FSDP1, DeepSpeed and the like
     return acc

@@ -12,6 +12,12 @@ from .loss_modules import CriticLoss, GeneratorLoss, Stage1Loss
 from .sharding import wrap_loss
 
 
+def autocast(acc, cfg):
+    """bf16 autocast when the run config says `mixed_precision: bf16` (the run's setting, not accelerate's
+    global state, so one host process can run distillations of different precisions one after another)."""
+    return torch.autocast(device_type=acc.device.type, dtype=torch.bfloat16, enabled=cfg.mixed_precision == "bf16")
+
+
 def _adamw(module: torch.nn.Module, lr: float, betas, weight_decay: float) -> torch.optim.AdamW:
     params = [p for p in module.parameters() if p.requires_grad]
     return torch.optim.AdamW(params, lr=lr, betas=tuple(betas), weight_decay=weight_decay)
@@ -30,7 +36,7 @@ class Stage1Trainer:
         self.student_updated = True
 
     def step(self, step: int, batch: dict, generator: torch.Generator) -> dict:
-        with self.acc.autocast():
+        with autocast(self.acc, self.cfg):
             loss, logs = self.loss(batch, generator)
         self.acc.backward(loss)  # gradients averaged over the processes by DDP
         self.opt.step()
@@ -79,7 +85,7 @@ class Stage2Trainer:
 
             raise ConfigError("kd_warmup needs teacher-made data with recorded noise seeds (tmd make-data)")
         noise = torch.cat([make_noise((1, *batch["latents"].shape[1:]), s) for s in seeds]).to(self.acc.device)
-        with self.acc.autocast():
+        with autocast(self.acc, self.cfg):
             loss, logs, _ = self.gen_loss(batch, None, noise=noise)
         self.acc.backward(loss)
         self._update("student")
@@ -93,16 +99,16 @@ class Stage2Trainer:
         logs = {}
         # 1. the student, every student_every-th iteration
         if self.student_updated:
-            with self.acc.autocast():
+            with autocast(self.acc, self.cfg):
                 loss, logs, x_hat = self.gen_loss(batch, generator)
             self.acc.backward(loss)
             self._update("student")
             x_hat = x_hat.detach()
         else:
-            with torch.no_grad(), self.acc.autocast():
+            with torch.no_grad(), autocast(self.acc, self.cfg):
                 x_hat = self.gen_loss(batch, generator, sample_only=True)
         # 2. fake score and discriminator on sg(x̂), every iteration
-        with self.acc.autocast():
+        with autocast(self.acc, self.cfg):
             loss, critic_logs = self.critic_loss(x_hat, batch, generator)
         self.acc.backward(loss)
         self._update(*[n for n in ("fake_score", "discriminator") if n in self.opts])
