@@ -186,3 +186,31 @@ def test_one_process_runs_bf16_then_fp32_without_resetting_accelerate(world, tmp
                           output_dir=str(tmp_path / name), mixed_precision=precision, stages=["stage1"])
         cfg.stage1.iterations = 1
         assert run_distill(cfg).is_file()
+
+
+def test_unsupported_launches_are_refused_naming_the_fix():
+    from types import SimpleNamespace
+
+    from accelerate.utils import DistributedType
+
+    from tmd_core.errors import ConfigError
+    from tmd_core.training.sharding import check_launch_request, parallel_mode
+
+    def acc(kind, n=2, version=None):
+        plugin = SimpleNamespace(fsdp_version=version) if version else None
+        return SimpleNamespace(distributed_type=kind, num_processes=n, state=SimpleNamespace(fsdp_plugin=plugin))
+
+    assert parallel_mode(acc(DistributedType.NO, 1), env={}) == "single"
+    assert parallel_mode(acc(DistributedType.MULTI_CPU), env={}) == "ddp"
+    assert parallel_mode(acc(DistributedType.MULTI_GPU), env={}) == "ddp"
+    assert parallel_mode(acc(DistributedType.FSDP, version=2), env={}) == "fsdp2"
+    assert parallel_mode(acc(DistributedType.MULTI_CPU), env={"ACCELERATE_USE_FSDP": "true", "FSDP_VERSION": "2"}) == "fsdp2"
+    with pytest.raises(ConfigError, match="FSDP version 1.*set fsdp_version: 2.*configs/accelerate_fsdp2.yaml"):
+        parallel_mode(acc(DistributedType.FSDP, version=1), env={})
+    with pytest.raises(ConfigError, match="DEEPSPEED.*does not support.*configs/accelerate_fsdp2.yaml"):
+        parallel_mode(acc(DistributedType.DEEPSPEED), env={})
+    with pytest.raises(ConfigError, match="FSDP version 1.*--fsdp_version 2"):
+        check_launch_request({"ACCELERATE_USE_FSDP": "true", "FSDP_VERSION": "1"})
+    with pytest.raises(ConfigError, match="DeepSpeed.*--multi_gpu"):
+        check_launch_request({"ACCELERATE_USE_DEEPSPEED": "true"})
+    check_launch_request({"ACCELERATE_USE_FSDP": "true", "FSDP_VERSION": "2"})

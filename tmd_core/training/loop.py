@@ -40,7 +40,7 @@ from .data import ShardDataset, ShardReader
 from .draws import batch_split
 from .previews import preview_samples
 from .runlog import JsonlLog, derive_seed, memory_mb, reduce_logs, summary_line
-from .sharding import full_tensors, meta_template, parallel_mode, rebuild_full
+from .sharding import check_launch_request, full_tensors, meta_template, parallel_mode, rebuild_full
 from .state import EMA, load_state, remove_old_shards, rng_snapshot, save_state, shard_path
 
 # progress(stage, step, total, logs): called on the main process after every step.
@@ -85,6 +85,7 @@ def make_accelerator(cfg: TrainConfig):
     # precision is the run config's (steps.autocast); accelerate keeps none of its own, so a host process
     # can run distillations of different precisions one after another without resetting accelerate's state
     cpu = cfg.device == "cpu" or not has_gpu
+    check_launch_request()  # FSDP1 / DeepSpeed: refused before accelerate builds its plugins
     try:
         acc = Accelerator(mixed_precision="no", cpu=cpu, kwargs_handlers=[ddp])
     except ValueError as e:  # accelerate's device is set once per process

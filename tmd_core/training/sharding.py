@@ -20,8 +20,20 @@ import torch
 
 from ..errors import ConfigError
 
-FSDP2_HINT = ("launch FSDP2 with `accelerate launch --config_file configs/accelerate_fsdp2.yaml ...` "
+FSDP2_HINT = ("Launch FSDP2 with `accelerate launch --config_file configs/accelerate_fsdp2.yaml ...` "
               "(fsdp_version: 2), or DDP with `accelerate launch --multi_gpu --num_processes N ...`")
+
+
+def check_launch_request(env=None) -> None:
+    """Refuse, before accelerate builds anything, a launch that asked for an engine the loop does not run
+    (accelerate's FSDP1 plugin, DeepSpeed): the error names the launch that works."""
+    env = os.environ if env is None else env
+    if env.get("ACCELERATE_USE_FSDP", "").lower() in ("true", "1") and env.get("FSDP_VERSION", "1") != "2":
+        raise ConfigError(f"accelerate asked for FSDP version {env.get('FSDP_VERSION', '1')}; the loop shards with "
+                          f"FSDP2 only: set fsdp_version: 2 in the accelerate config (or pass --fsdp_version 2). "
+                          f"{FSDP2_HINT}")
+    if env.get("ACCELERATE_USE_DEEPSPEED", "").lower() in ("true", "1"):
+        raise ConfigError(f"accelerate asked for DeepSpeed, which the loop does not run: {FSDP2_HINT}")
 
 
 def parallel_mode(acc, env=None) -> str:
