@@ -13,8 +13,9 @@ the plan of the 14B preset takes a second on any machine. Per trained parameter 
 
 and the frozen teacher's weights in `teacher_dtype` (bf16 by default). Sharded mode divides every
 per-parameter figure by the process count (FSDP2 keeps 1/N of each parameter, gradient and moment per
-process); the teacher is sharded too unless `teacher: replicated`. Activations, the unsharded block being
-computed and the allocator's slack are not counted: the plan reports what is left for them.
+process); the teacher is sharded too unless `teacher: replicated`. With sharding over several processes the
+largest network gathered whole while its loss runs (the FSDP2 unit is one network) is added. Activations
+and the allocator's slack are not counted: the plan reports what is left for them.
 """
 
 from __future__ import annotations
@@ -148,8 +149,21 @@ def memory_plan(cfg, tcfg: dict, s: PlanSettings) -> dict:
     """{"stages": {stage: [ModelRow]}, "peak": bytes per process, "counts": {name: params}}."""
     counts = {k: count_params(m) for k, m in build_models(tcfg, cfg).items()}
     stages = {st: plan_rows(counts, cfg, s, st) for st in cfg.stages}
-    peak = max(sum(r.total for r in rows) for rows in stages.values())
-    return {"stages": stages, "peak": peak, "counts": counts, "settings": s}
+    states = max(sum(r.total for r in rows) for rows in stages.values())
+    gathered = max(gathered_bytes(rows, s) for rows in stages.values())
+    return {"stages": stages, "states": states, "gathered": gathered, "peak": states + gathered, "counts": counts,
+            "settings": s}
+
+
+def gathered_bytes(rows: list[ModelRow], s: PlanSettings) -> int:
+    """FSDP2 gathers one network whole while its loss runs (sharding.py: a unit per network): the largest
+    network's full weights in its dtype, on top of the shards (0 without sharding or on one process)."""
+    if s.sharding != "sharded" or s.processes == 1:
+        return 0
+    sizes = [r.params * DTYPE_BYTES[s.master_dtype] for r in rows if r.trainable]
+    if s.teacher == "sharded":
+        sizes += [r.params * DTYPE_BYTES[s.teacher_dtype] for r in rows if r.name == "teacher"]
+    return max(sizes, default=0)
 
 
 def format_plan(plan: dict, title: str) -> str:
@@ -166,7 +180,10 @@ def format_plan(plan: dict, title: str) -> str:
             lines.append(f"          {r.name:<14}{r.params:>16,}{cells}{r.total / GB:>11.2f}")
         lines.append(f"          {'total':<14}{'':>16}{'':>44}{sum(r.total for r in rows) / GB:>11.2f}")
     peak = plan["peak"]
-    lines.append(f"  per-process total (largest stage): {peak / GB:.2f} GB")
+    lines.append(f"  per-process states (largest stage): {plan['states'] / GB:.2f} GB")
+    if plan["gathered"]:
+        lines.append(f"  + one network gathered whole while its loss runs (FSDP2 unit): {plan['gathered'] / GB:.2f} GB")
+    lines.append(f"  per-process total: {peak / GB:.2f} GB")
     if s.gpu_mem:
         left = s.gpu_mem - peak
         verdict = (f"fits: {peak / GB:.2f} GB of {s.gpu_mem / GB:.0f} GB, {left / GB:.2f} GB left for activations"
@@ -174,7 +191,7 @@ def format_plan(plan: dict, title: str) -> str:
                    f"does not fit: needs {peak / GB:.2f} GB of {s.gpu_mem / GB:.0f} GB before activations; shard "
                    "(--sharding sharded) over more processes or use bf16 master weights")
         lines.append(f"  {verdict}")
-    lines.append("  not counted: activations, the unsharded block in flight, allocator slack")
+    lines.append("  not counted: activations, allocator slack")
     return "\n".join(lines)
 
 
