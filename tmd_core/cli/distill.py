@@ -2,7 +2,9 @@
 
 Many processes: `accelerate launch --multi_gpu --num_processes N -m tmd_core distill ...` (on a machine
 without GPUs this forms a gloo group on the CPU; accelerate's `--cpu` launcher needs MPI for N > 1),
-or `torchrun --nproc_per_node N -m tmd_core distill ...`.
+or `torchrun --nproc_per_node N -m tmd_core distill ...`; FSDP2: `accelerate launch --config_file
+configs/accelerate_fsdp2.yaml --num_processes N -m tmd_core distill ...` (README: Training on many processes).
+`--plan` prints the memory plan (training/memory_plan.py) and exits.
 """
 
 from __future__ import annotations

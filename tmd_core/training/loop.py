@@ -1,15 +1,17 @@
 """One training loop for both stages of TMD (docs/method.md §4–5) on Hugging Face Accelerate.
 
-One process on CPU or GPU, or many through `accelerate launch --multi_gpu --num_processes N` or
-`torchrun` (data parallel: every process holds the models, Accelerate wraps each stage's losses in DDP,
-which averages the gradients; on a machine without GPUs the processes form a gloo group). Every random draw
-comes from a CPU generator, the same on every process (each keeps its rows of the global batch's draws,
-draws.py, so N processes reproduce one process with the same global batch), whose state is checkpointed with the models, optimisers, EMA and the data position, so `resume=True`
-continues a killed run exactly: the resumed losses equal those of an uninterrupted run.
+One process on CPU or GPU, or many through `accelerate launch` (or `torchrun`): DDP (`--multi_gpu`,
+Accelerate wraps each stage's losses, loss_modules.py) or FSDP2 (`--config_file configs/accelerate_fsdp2.yaml`,
+`fully_shard` units per network, sharding.py); on a machine without GPUs the processes form a gloo group.
+Every random draw comes from a CPU generator, the same on every process (each keeps its rows of the global
+batch's draws, draws.py, so N processes reproduce one process with the same global batch), whose state is
+checkpointed with the models, optimisers, EMA and the data position, so `resume=True` continues a killed
+run exactly: the resumed losses equal those of an uninterrupted run.
 
-Run folder (`output_dir`): config.yaml, log.jsonl, state-stage{1,2}.safetensors (training state),
-stage1.safetensors (the stage-1 student, when stage 2 follows), validation/, and the result
-`<name>.safetensors` (tmd/1; a `dmd` baseline student is a plain Wan file).
+Run folder (`output_dir`): config.yaml, log.jsonl, state-stage{1,2}.safetensors (training state; under
+FSDP2 plus one state-<stage>.rank<r>.step<s>.safetensors of shards per other process), stage1.safetensors
+(the stage-1 student, when stage 2 follows), validation/, and the result `<name>.safetensors` (tmd/1, written
+by rank 0; a `dmd` baseline student is a plain Wan file).
 """
 
 from __future__ import annotations
