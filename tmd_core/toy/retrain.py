@@ -88,6 +88,7 @@ def _distill(run: Path, teacher_path: Path, data: Path, plan: ToyPlan, kind: str
     else:  # the DMD2-v baseline: plain student, Eq. 18, stage 2 only, from the teacher
         cfg.name, cfg.output_dir, cfg.stages = "toy_dmd2v", str(run / "dmd2v"), ("stage2",)
         cfg.stage2.student_kind, cfg.stage2.iterations = "dmd", plan.dmd_iterations
+        cfg.stage2.tmmf_weight = 0.0  # the preset's TM-MF term needs a flow head, which the baseline has not
     final = Path(cfg.output_dir) / f"{cfg.name}.safetensors"
     if final.exists():
         return final
