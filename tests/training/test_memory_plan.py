@@ -66,8 +66,8 @@ def test_plan_command_prints_per_gpu_totals(capsys):
     out = capsys.readouterr().out
     assert "8 process(es), FSDP2 sharded, bf16 master weights + fp32 AdamW moments" in out
     assert "per-process states (largest stage): 46.84 GB" in out
-    assert "one network gathered whole while its loss runs (FSDP2 unit): 28.89 GB" in out
-    assert "per-process total: 75.74 GB" in out and "fits: 75.74 GB of 80 GB, 4.26 GB left for activations" in out
+    assert "gathered while a loss runs (a network's non-block part + 2 blocks): 2.19 GB" in out
+    assert "per-process total: 49.03 GB" in out and "fits: 49.03 GB of 80 GB, 30.97 GB left for activations" in out
     assert main(["distill", "--plan", "--preset", "wan21_1p3b", "--processes", "1", "--gpu-mem", "80GB"]) == 0
     out = capsys.readouterr().out
     assert "per-process total: 37.51 GB" in out and "fits: 37.51 GB of 80 GB" in out

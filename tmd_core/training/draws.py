@@ -34,3 +34,22 @@ def rows(draw: Callable[[int], torch.Tensor], local_batch: int) -> torch.Tensor:
     if world == 1:
         return draw(local_batch)
     return draw(local_batch * world)[rank * local_batch:(rank + 1) * local_batch]
+
+
+_SAME_CALLS: ContextVar[bool] = ContextVar("tmd_same_calls", default=False)
+
+
+@contextlib.contextmanager
+def same_calls(on: bool = True):
+    """Within this block, a loss that would skip a network call for lack of samples on this process (e.g. no
+    sample with r < s) makes it on one stand-in sample and discards the result: FSDP2 units per block need
+    every process to call every block the same number of times (each call gathers the block)."""
+    token = _SAME_CALLS.set(bool(on))
+    try:
+        yield
+    finally:
+        _SAME_CALLS.reset(token)
+
+
+def calls_must_match() -> bool:
+    return _SAME_CALLS.get()

@@ -39,7 +39,7 @@ from .builders import (
 )
 from .config import RESUMABLE_CHANGES, RUN_FILES, TrainConfig, check_run, to_dict, to_yaml
 from .data import ShardDataset, ShardReader
-from .draws import batch_split
+from .draws import batch_split, same_calls
 from .previews import preview_samples
 from .runlog import JsonlLog, derive_seed, memory_mb, reduce_logs, summary_line
 from .sharding import check_launch_request, full_tensors, meta_template, parallel_mode, rebuild_full
@@ -246,7 +246,7 @@ def _train_stage(run: _Run, stage: str, student) -> tuple[int, bool, EMA | None]
     t_window, n_window, stopped = time.perf_counter(), 0, False
     while step < total:
         batch = {k: (v.to(acc.device) if isinstance(v, torch.Tensor) else v) for k, v in reader.next_batch().items()}
-        with batch_split(rank, world):
+        with batch_split(rank, world), same_calls(run.sharded):
             logs = trainer.step(step, batch, generator)
         step += 1
         n_window += 1

@@ -13,8 +13,9 @@ the plan of the 14B preset takes a second on any machine. Per trained parameter 
 
 and the frozen teacher's weights in `teacher_dtype` (bf16 by default). Sharded mode divides every
 per-parameter figure by the process count (FSDP2 keeps 1/N of each parameter, gradient and moment per
-process); the teacher is sharded too unless `teacher: replicated`. With sharding over several processes the
-largest network gathered whole while its loss runs (the FSDP2 unit is one network) is added. Activations
+process); the teacher is sharded too unless `teacher: replicated`. With sharding over several processes what
+FSDP2 gathers while a loss runs is added: the network's parameters outside its blocks plus two blocks
+(the one running and the next being gathered). Activations
 and the allocator's slack are not counted: the plan reports what is left for them.
 """
 
@@ -147,22 +148,32 @@ def check_plan_settings(s: PlanSettings) -> None:
 
 def memory_plan(cfg, tcfg: dict, s: PlanSettings) -> dict:
     """{"stages": {stage: [ModelRow]}, "peak": bytes per process, "counts": {name: params}}."""
-    counts = {k: count_params(m) for k, m in build_models(tcfg, cfg).items()}
+    from .sharding import transformer_blocks
+
+    models = build_models(tcfg, cfg)
+    counts = {k: count_params(m) for k, m in models.items()}
+    units = {}  # name -> (parameters outside the blocks, parameters of the largest block)
+    for k, m in models.items():
+        blocks = [count_params(b) for b in transformer_blocks(m)]
+        units[k] = (counts[k] - sum(blocks), max(blocks, default=0))
     stages = {st: plan_rows(counts, cfg, s, st) for st in cfg.stages}
     states = max(sum(r.total for r in rows) for rows in stages.values())
-    gathered = max(gathered_bytes(rows, s) for rows in stages.values())
+    gathered = max(gathered_bytes(rows, s, units) for rows in stages.values())
     return {"stages": stages, "states": states, "gathered": gathered, "peak": states + gathered, "counts": counts,
             "settings": s}
 
 
-def gathered_bytes(rows: list[ModelRow], s: PlanSettings) -> int:
-    """FSDP2 gathers one network whole while its loss runs (sharding.py: a unit per network): the largest
-    network's full weights in its dtype, on top of the shards (0 without sharding or on one process)."""
+def gathered_bytes(rows: list[ModelRow], s: PlanSettings, units: dict) -> int:
+    """What FSDP2 holds whole on top of the shards (sharding.py: a unit per block, one per network for the
+    rest): while a network's loss runs, its parameters outside the blocks, plus the block running and the
+    next one being gathered, in the network's dtype; the largest such figure (0 without sharding)."""
     if s.sharding != "sharded" or s.processes == 1:
         return 0
-    sizes = [r.params * DTYPE_BYTES[s.master_dtype] for r in rows if r.trainable]
-    if s.teacher == "sharded":
-        sizes += [r.params * DTYPE_BYTES[s.teacher_dtype] for r in rows if r.name == "teacher"]
+    sizes = []
+    for r in rows:
+        if r.trainable or (r.name == "teacher" and s.teacher == "sharded"):
+            rest, block = units[r.name]
+            sizes.append((rest + 2 * block) * DTYPE_BYTES[s.master_dtype if r.trainable else s.teacher_dtype])
     return max(sizes, default=0)
 
 
@@ -182,7 +193,7 @@ def format_plan(plan: dict, title: str) -> str:
     peak = plan["peak"]
     lines.append(f"  per-process states (largest stage): {plan['states'] / GB:.2f} GB")
     if plan["gathered"]:
-        lines.append(f"  + one network gathered whole while its loss runs (FSDP2 unit): {plan['gathered'] / GB:.2f} GB")
+        lines.append(f"  + gathered while a loss runs (a network's non-block part + 2 blocks): {plan['gathered'] / GB:.2f} GB")
     lines.append(f"  per-process total: {peak / GB:.2f} GB")
     if s.gpu_mem:
         left = s.gpu_mem - peak

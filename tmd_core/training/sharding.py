@@ -2,13 +2,15 @@
 
 Accelerate launches the processes and says which engine was asked for (`accelerate launch --multi_gpu`
 for DDP; `--use_fsdp --fsdp_version 2`, or configs/accelerate_fsdp2.yaml, for FSDP2). DDP goes through
-`accelerator.prepare`. FSDP2 is PyTorch's `fully_shard`, applied here: each trained network is one FSDP
-unit (the stage's loss module for the student, its own unit for the fake score and the discriminator),
-so every process keeps 1/N of each parameter, gradient, AdamW moment and EMA entry, and a network is
-gathered whole only while its loss runs. A unit per network, not per block, because the losses call
-blocks a data-dependent number of times (the finite difference skips samples with r = s): per-block
-units would issue different collectives on different processes. The frozen teacher stays replicated
-(in its load dtype; bf16 for the Wan presets), the documented choice of `tmd distill --plan --teacher-mode`.
+`accelerator.prepare`. FSDP2 is PyTorch's `fully_shard`, applied here: a unit per transformer block, and one unit per network for the rest of it
+(the stage's loss module holds the student's; the fake score and the discriminator have their own, since the
+student's loss reads them too). Every process keeps 1/N of each parameter, gradient, AdamW moment and EMA
+entry; a block is gathered only while it runs, the rest of a network while its loss runs. Each gather is a
+collective, so every process must call every block the same number of times: where a loss would skip a
+call for lack of samples on this process (the finite difference without a sample with r < s, the negative
+prompt's backbone when every sample dropped its prompt), it makes the call on a stand-in sample under
+`draws.same_calls()` and discards it. The frozen teacher stays replicated (in its load dtype; bf16 for the
+Wan presets); `tmd distill --plan --teacher-mode` shows what sharding it would save.
 """
 
 from __future__ import annotations
@@ -67,11 +69,24 @@ def _vector_scalars(module: torch.nn.Module) -> None:
                 setattr(mod, name, torch.nn.Parameter(p.detach().reshape(1), requires_grad=p.requires_grad))
 
 
+def transformer_blocks(module: torch.nn.Module) -> list[torch.nn.Module]:
+    """The Wan transformer blocks inside `module` (every `blocks` ModuleList): FSDP2's per-block units."""
+    found = []
+    for m in module.modules():
+        blocks = getattr(m, "blocks", None)
+        if isinstance(blocks, torch.nn.ModuleList):
+            found.extend(blocks)
+    return found
+
+
 def shard(module: torch.nn.Module, acc) -> torch.nn.Module:
-    """FSDP2 unit over all of `module`'s parameters (in place; returns it)."""
+    """FSDP2 units: one per transformer block inside `module`, then `module` itself for the rest
+    (embeddings, fusion, output layer), in place; returns it."""
     from torch.distributed.fsdp import fully_shard
 
     _vector_scalars(module)
+    for block in transformer_blocks(module):
+        fully_shard(block)
     fully_shard(module)
     return module
 

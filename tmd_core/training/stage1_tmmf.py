@@ -28,7 +28,7 @@ import torch
 from ..model import BackboneOut
 from ..schedule import shift_time
 from ..transition import average_velocity
-from .draws import rows
+from .draws import calls_must_match, rows
 
 S_MIN, S_MAX = 0.001, 0.999  # clip of the s sampler (docs/method.md §4)
 
@@ -147,6 +147,11 @@ def finite_difference_du_ds(student, out: BackboneOut, y_s, v_g, s, r, delta: fl
     du_ds = torch.zeros(y_s.shape, dtype=work, device=y_s.device)
     idx = (s > r).nonzero().squeeze(1)
     if idx.numel() == 0:
+        if not calls_must_match():
+            return du_ds
+        # FSDP2 per-block units: make the head call on a stand-in sample (r set below s), then discard it
+        finite_difference_du_ds(student, select_out(out, torch.zeros(1, dtype=torch.long, device=out.m.device)),
+                                y_s[:1], v_g[:1], s[:1], s[:1] * 0.5, delta)
         return du_ds
     s_i, r_i = s[idx], r[idx]
     s_hi = torch.clamp(s_i + delta, max=1.0)
@@ -231,6 +236,9 @@ def tmmf_loss(student, batch: dict, schedule_cfg, stage1_cfg, generator: torch.G
     with torch.no_grad():
         v_g = v
         keep = (~drop).nonzero().squeeze(1)
+        if cfg.cfg_scale != 1.0 and keep.numel() == 0 and calls_must_match():
+            # FSDP2 per-block units: the negative-prompt backbone and head run on a stand-in sample, discarded
+            student.head(student.backbone(x_t[:1], t_i[:1], negative[:1]), y_s[:1], s[:1], s[:1])
         if cfg.cfg_scale != 1.0 and keep.numel() > 0:
             # v_g = ω v + (1 - ω) sg[u(y_s, s, s; m_neg)], m_neg = backbone on the negative prompt
             k_cpu = keep.cpu()
