@@ -61,13 +61,18 @@ def launch(world, out, processes: int, *accelerate_args, extra=()):
     return subprocess.run(cmd, cwd=out.parent, env=_env(), capture_output=True, text=True, timeout=600)
 
 
-def one_process(world, out):
+def tiny_cfg(world, out):
+    """The config the launched runs resolve (preset tiny, the flags and ITERS), for an in-process run."""
     cfg = load_config("tiny", model={"teacher": str(world["teacher_path"])}, data=str(world["data"]),
                       output_dir=str(out))
     for key, value in ITERS.items():
         section, _, name = key.rpartition(".")
         setattr(getattr(cfg, section) if section else cfg, name, value)
-    return run_distill(cfg)
+    return cfg
+
+
+def one_process(world, out):
+    return run_distill(tiny_cfg(world, out))
 
 
 def loss_records(out) -> list[dict]:
@@ -214,3 +219,30 @@ def test_unsupported_launches_are_refused_naming_the_fix():
     with pytest.raises(ConfigError, match="DeepSpeed.*--multi_gpu"):
         check_launch_request({"ACCELERATE_USE_DEEPSPEED": "true"})
     check_launch_request({"ACCELERATE_USE_FSDP": "true", "FSDP_VERSION": "2"})
+
+
+@pytest.mark.slow
+def test_a_ddp_run_stopped_on_two_processes_resumes_on_one(world, tmp_path):
+    """A replicated (DDP) state holds the whole networks and the random streams do not depend on the process
+    count: a 2-process run stopped in stage 2 (SIGTERM: save and stop) continues on 1 process and ends
+    where a 1-process run ends."""
+    import signal
+    import time
+
+    psutil = pytest.importorskip("psutil")
+    one_process(world, tmp_path / "one")
+    out = tmp_path / "moved"
+    proc = subprocess.Popen(launch_command(world, out, 2, "--multi_gpu"), cwd=tmp_path, env=_env(),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while time.time() < deadline and proc.poll() is None:
+        if (out / "log.jsonl").exists() and any(r["stage"] == "stage2" and r["step"] >= 3 for r in loss_records(out)):
+            for p in psutil.Process(proc.pid).children(recursive=True):
+                p.send_signal(signal.SIGTERM)  # the workers: stop after this step with a resumable state
+            break
+        time.sleep(0.02)
+    assert proc.wait(timeout=120) == 0
+    assert (out / "tiny.partial.safetensors").is_file() and not (out / "tiny.safetensors").exists()
+    run_distill(tiny_cfg(world, out), resume=True)
+    worst = assert_same_run(tmp_path / "one", out)
+    print(f"DDP 2 processes, then resumed on 1, vs 1: largest weight difference {worst:.3g}")

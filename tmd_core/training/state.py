@@ -194,8 +194,11 @@ def load_state(path, *, rank: int, world_size: int, models: dict, optimizers: di
     meta = read_state_header(path)
     saved_world = int(meta["world_size"])
     saved_mode = json.loads(meta.get("extra", "{}")).get("parallel", "single")
-    if saved_world != world_size or (saved_mode == "fsdp2") != sharded:
-        how = f"as {saved_world} FSDP2 shards" if saved_mode == "fsdp2" else f"by {saved_world} process(es)"
+    # A replicated state (one process or DDP) holds the whole networks, and the random streams and the data
+    # position do not depend on the process count (draws.py, ShardReader): it resumes on any count. A
+    # sharded one holds 1/N of them per file and resumes only as it was saved.
+    if (saved_mode == "fsdp2" or sharded) and (saved_world != world_size or (saved_mode == "fsdp2") != sharded):
+        how = f"as {saved_world} FSDP2 shards" if saved_mode == "fsdp2" else f"by {saved_world} process(es), unsharded"
         now = f"{world_size} process(es){' with FSDP2' if sharded else ''}"
         raise ConfigError(
             f"{path} was saved {how}, this run has {now}: resume with the launch that saved it (the same "
@@ -221,10 +224,11 @@ def load_state(path, *, rank: int, world_size: int, models: dict, optimizers: di
     if ema is not None:
         for k in ema.shadow:
             _local(ema.shadow[k]).copy_(tensors[f"ema.{k}"])
-    snap = {k.split(".", 2)[2]: v for k, v in tensors.items() if k.startswith(f"rng.{rank}.")}
+    src = rank if rank < saved_world else 0  # every process's loss generator is the same (draws.py)
+    snap = {k.split(".", 2)[2]: v for k, v in tensors.items() if k.startswith(f"rng.{src}.")}
     python_rng = json.loads(meta.get("python_rng", "[]"))
-    if rank < len(python_rng):
-        snap["python"] = python_rng[rank]
+    if src < len(python_rng):
+        snap["python"] = python_rng[src]
     rng_restore(snap, generator)
     return {"step": int(meta["step"]), "data": json.loads(meta["data"]), "extra": json.loads(meta["extra"]),
             "config": json.loads(meta["config"])}
