@@ -39,9 +39,9 @@ def variant(name: str) -> tuple[dict, str | None]:
     if name in STAGE1:
         return {"stages": ["stage1"], **STAGE1[name]}, None
     if name == "dmd2v":
-        return {"stages": ["stage2"], "name": "toy_dmd2v", "stage2": {"student_kind": "dmd"}}, None
+        return {"stages": ["stage2"], "name": "toy_dmd2v", "stage2": {"student_kind": "dmd", "tmmf_weight": 0.0}}, None
     if name.startswith("dmd2v_dmdshift"):
-        return {"stages": ["stage2"], "name": "toy_dmd2v", "stage2": {"student_kind": "dmd", "dmd_shift": float(name[14:])}}, None
+        return {"stages": ["stage2"], "name": "toy_dmd2v", "stage2": {"student_kind": "dmd", "tmmf_weight": 0.0, "dmd_shift": float(name[14:])}}, None
     if not name.startswith("tmd_w"):
         raise SystemExit(f"unknown variant {name!r}")
     parts = name[5:].split("_")
