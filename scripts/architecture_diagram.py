@@ -24,6 +24,7 @@ ROOT = Path(__file__).resolve().parents[1]
 LAYERS = {
     "nodes": ("nodes", "ComfyUI nodes: convert host types, call tmd_core"),
     "cli": ("tmd_core/cli", "the tmd command line, one module per verb"),
+    "eval": ("tmd_core/eval", "tmd eval: rows x NFE, Wan videos, VBench / ToyBench, the report"),
     "toy": ("tmd_core/toy", "the toy world: clips, text, VAE, teacher, ToyBench"),
     "training": ("tmd_core/training", "distillation: data, losses, loop, state"),
     "core": ("tmd_core", "the TMD model, sampling, checkpoints, loading, worlds"),
@@ -43,7 +44,7 @@ def layer_of(module: str) -> str | None:
         return "nodes"
     if parts[0] != "tmd_core":
         return None
-    if len(parts) > 1 and parts[1] in ("cli", "toy", "training", "kernels"):
+    if len(parts) > 1 and parts[1] in ("cli", "eval", "toy", "training", "kernels"):
         return parts[1]
     return "core"
 

@@ -187,7 +187,8 @@ def make_grid(rows: Sequence[tuple[str, object]], column_labels: Sequence[str] |
     return out
 
 
-def plot_quality_vs_nfe(rows: Sequence[dict], path, metric: str = "overall", title: str | None = None) -> str:
+def plot_quality_vs_nfe(rows: Sequence[dict], path, metric: str = "overall", title: str | None = None,
+                        benchmark: str = "ToyBench") -> str:
     """Plot a ToyBench metric against effective NFE, one line per method, and save it (PNG/SVG/PDF).
 
     Args:
@@ -197,10 +198,11 @@ def plot_quality_vs_nfe(rows: Sequence[dict], path, metric: str = "overall", tit
             what distinguishes it inside its line (e.g. "inner 2", "2-step") where the label fits
             without overlapping another label, a point or the legend.
         path: output image file.
+        benchmark: the scorer's name on the axis and in the default title (`tmd eval` also plots VBench).
     Returns:
         the path written.
     """
-    fig = draw_quality_vs_nfe(rows, metric, title)
+    fig = draw_quality_vs_nfe(rows, metric, title, benchmark)
     path = _prepare(path)
     fig.savefig(path)
     return path
@@ -216,7 +218,8 @@ def _short_label(name: str, family: str) -> str:
     return " ".join(rest) or name
 
 
-def draw_quality_vs_nfe(rows: Sequence[dict], metric: str = "overall", title: str | None = None):
+def draw_quality_vs_nfe(rows: Sequence[dict], metric: str = "overall", title: str | None = None,
+                        benchmark: str = "ToyBench"):
     """The figure `plot_quality_vs_nfe` saves (matplotlib Figure; no pyplot, the caller's backend is left alone)."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
@@ -247,11 +250,11 @@ def draw_quality_vs_nfe(rows: Sequence[dict], metric: str = "overall", title: st
         lines.append(line)
     ax.set_xscale("log")
     ax.set_xlabel("effective NFE (log scale)")
-    ax.set_ylabel(f"ToyBench {metric}")
+    ax.set_ylabel(f"{benchmark} {metric}")
     ax.grid(True, which="both", alpha=0.3)
     if groups or refs:
         ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0)
-    ax.set_title(title or f"ToyBench {metric} vs effective NFE")
+    ax.set_title(title or f"{benchmark} {metric} vs effective NFE")
     fig.tight_layout()
     _place_labels(fig, ax, [(r, _short_label(str(r.get("name", "")), m), c) for r, m, c in points
                             if r.get("name") and r["name"] != m], metric, lines)
