@@ -397,8 +397,8 @@ def _run_wan(args, p: dict) -> tuple[list[dict], dict]:
     device = args.device
     teacher = load_teacher(p["teacher"], device=device)
     rows = teacher_rows(teacher, p["teacher_settings"], p["shift"])
-    many = len(p["students"]) > 1
     for label, kind, s in zip(p["labels"], p["kinds"], p["students"]):
+        many = p["kinds"].count(kind) > 1  # labels prefix the rows of two students of a kind
         if kind == "tmd":
             rows += tmd_rows(load_tmd(s, device=device), p["tmd_grid"], label if many else None)
         else:

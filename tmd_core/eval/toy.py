@@ -25,7 +25,7 @@ DEFAULT_DMD = "1,2,3"
 def methods(teacher, students: list[tuple[str, str, object]], teacher_settings: list[TeacherSetting], tmd_grid,
             dmd_steps) -> list:
     """toy.evaluate Methods for the settings; `students` = [(label, "tmd" | "plain", model)] (labels prefix the
-    row names only when there is more than one student)."""
+    row names only when there is more than one student of a kind)."""
     from ..toy.evaluate import dmd_methods, teacher_methods, tmd_methods
     from ..toy.teacher import TEACHER_CFG, TEACHER_SHIFT
 
@@ -41,10 +41,10 @@ def methods(teacher, students: list[tuple[str, str, object]], teacher_settings: 
 
             out.append(Method(s.name, s.family, s.nfe, lambda n, c, neg, s=s: sample_teacher(
                 teacher, n, c, steps=s.steps, shift=TEACHER_SHIFT, guidance_scale=s.cfg, negative_context=neg)))
-    many = len(students) > 1
+    kinds = [kind for _, kind, _ in students]
     for label, kind, model in students:
         ms = tmd_methods(model, tuple(tmd_grid)) if kind == "tmd" else dmd_methods(model, tuple(dmd_steps))
-        if many:
+        if kinds.count(kind) > 1:
             ms = [dataclasses.replace(m, name=f"{label}: {m.name}", family=f"{label}: {m.family}") for m in ms]
         out += ms
     return out
