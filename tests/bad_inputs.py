@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import pickle
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
@@ -62,6 +63,8 @@ def build_world(root: Path) -> SimpleNamespace:
     tmd_cfg = tmd_core.read_tmd_info(w.student)["tmd_config"]
     w.head99 = _rewrite_metadata(w.student, root / "head99.safetensors", tmd_config=json.dumps({**tmd_cfg, "head_blocks": 99}))
     w.layers5 = _rewrite_metadata(w.student, root / "layers5.safetensors", tmd_config=json.dumps({**tmd_cfg, "num_layers": 5}))
+    w.foreign = _rewrite_metadata(w.student, root / "foreign.safetensors",  # distilled from another teacher
+                                  provenance=json.dumps({"teacher": "other.safetensors", "teacher_sha256": "ab" * 32}))
     w.no_cfg = _rewrite_metadata(w.student, root / "no_cfg.safetensors", tmd_config=None)
     w.broken_cfg = _rewrite_metadata(w.student, root / "broken_cfg.safetensors", tmd_config='{"num_layers": 4,')
     toy = make_tiny_teacher(3, in_channels=16, out_channels=16, text_dim=32, num_layers=2, patch_size=[1, 1, 1])
@@ -131,6 +134,11 @@ def _distill(w, *sets, extra=()):
 def _make_data(w, *extra):
     return ["make-data", "--teacher", str(w.teacher), "--embeddings", str(w.ctx), "--latent-shape", "4,1,8,8",
             "--out", str(w.root / "made"), *extra]
+
+
+def _eval(w, *extra, student="student"):
+    return ["eval", "--teacher", str(w.teacher), "--student", str(getattr(w, student)), "--embeddings", str(w.ctx),
+            "--latent-shape", "4,1,8,8", "--out", str(w.root / "eval"), *extra]
 
 
 LONG = "red " * 25000  # a 100,000-character prompt
@@ -278,6 +286,30 @@ CASES = [
          ("--seed must be an integer from 0 to 4294967295",)),
     Case("data-steps-0", "cli", "`make-data --steps 0`", lambda w: _make_data(w, "--steps", "0"),
          ("--steps must be an integer from 1 to 1000",)),
+    # ---- tmd eval (every check runs before a video is generated)
+    Case("eval-dimension-unknown", "cli", "`eval --dimensions sharpness` (not a VBench dimension)",
+         lambda w: _eval(w, "--dimensions", "temporal_flickering,sharpness"),
+         ("--dimensions: unknown VBench dimension 'sharpness'", "temporal_flickering")),
+    Case("eval-no-vbench", "cli", "`eval` of Wan models without --vbench-python",
+         lambda w: _eval(w, "--dimensions", "temporal_flickering"), ("VBench is not set up", "setup_vbench.sh")),
+    Case("eval-vbench-python-missing", "cli", "`eval --vbench-python` a path that does not exist",
+         lambda w: _eval(w, "--vbench-python", str(w.root / "nowhere" / "python")),
+         ("--vbench-python: no executable python",)),
+    Case("eval-vbench-python-without-vbench", "cli", "`eval --vbench-python` an interpreter without vbench",
+         lambda w: _eval(w, "--vbench-python", sys.executable), ("cannot import vbench", "setup_vbench.sh")),
+    Case("eval-foreign-student", "cli", "`eval --student` a student distilled from another teacher",
+         lambda w: _eval(w, student="foreign"), ("--student foreign.safetensors was distilled from the teacher "
+                                                 "other.safetensors", "teacher.safetensors has sha256")),
+    Case("eval-student-as-teacher", "cli", "`eval --teacher` a TMD student",
+         lambda w: _eval(w)[:1] + ["--teacher", str(w.student), "--out", str(w.root / "eval")],
+         ("--teacher student.safetensors is a TMD student",)),
+    Case("eval-tmd-settings", "cli", "`eval --tmd-settings 2by2`", lambda w: _eval(w, "--tmd-settings", "2by2"),
+         ("--tmd-settings: '2by2' is not OUTERxINNER",)),
+    Case("eval-teacher-settings-cfg-0", "cli", "`eval --teacher-settings 50x0`",
+         lambda w: _eval(w, "--teacher-settings", "50x0"), ("--teacher-settings: CFG 0 in '50x0' is outside (0, 100]",)),
+    Case("eval-toy-wan-teacher", "cli", "`eval --toy` with a Wan teacher",
+         lambda w: ["eval", "--toy", "--teacher", str(w.teacher), "--out", str(w.root / "eval")],
+         ("--teacher teacher.safetensors is a Wan model", "leave --toy out")),
     # ---- tmd distill (--dry-run: exactly the checks the real run makes first)
     Case("cfg-lr-negative", "config", "`distill --set stage1.lr=-1`", lambda w: _distill(w, "stage1.lr=-1"),
          ("stage1.lr must be a finite number > 0, got -1.0",)),

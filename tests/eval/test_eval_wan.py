@@ -73,3 +73,20 @@ def test_eval_scores_with_vbench_and_resumes(world, tmp_path, capsys):
     assert "0 generated, 24 already there" in capsys.readouterr().out
     assert {p: p.stat().st_mtime_ns for p in (out / "videos").rglob("*.mp4")} == stamps
     assert json.loads((out / "report.json").read_text())["rows"] == report["rows"]
+
+
+@pytest.mark.skipif(not VBENCH_PYTHON, reason="VBENCH_PYTHON is not set (scripts/setup_vbench.sh)")
+def test_vbench_environment_answers(world, tmp_path, capsys, monkeypatch):
+    from tmd_core.eval import vbench_scores as vb
+
+    monkeypatch.setenv("VBENCH_CACHE_DIR", str(tmp_path / "cache"))  # no weights there
+    args = ["eval", "--teacher", str(world["teacher"]), "--vae", str(world["vae"]), "--embeddings",
+            str(world["embeddings"]), "--latent-shape", "16,3,8,8", "--vbench-python", VBENCH_PYTHON,
+            "--dimensions", "temporal_flickering,motion_smoothness", "--out", str(tmp_path / "out")]
+    assert main(args) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: VBench weights missing under") and "\n" not in err
+    assert f"motion_smoothness needs {tmp_path / 'cache' / 'amt_model' / 'amt-s.pth'}" in err
+    assert not (tmp_path / "out").exists()
+    prompts = vb.standard_prompts(VBENCH_PYTHON, ["temporal_flickering"])  # VBench's own suite, from its package
+    assert len(prompts) > 50 and all(isinstance(p, str) and p for p in prompts)

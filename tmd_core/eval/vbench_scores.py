@@ -115,8 +115,8 @@ def check_environment(python) -> dict:
     probe = subprocess.run([str(path), "-c", "import vbench"], capture_output=True, text=True, timeout=600)
     if probe.returncode != 0:
         last = (probe.stderr.strip().splitlines() or ["(no message)"])[-1]
-        raise InputError(f"--vbench-python: {path} cannot import vbench ({last}): run scripts/setup_vbench.sh "
-                         f"{path.parent.parent} to install vbench==0.1.5 there")
+        raise InputError(f"--vbench-python: {path} cannot import vbench ({last}): make the VBench environment with "
+                         "scripts/setup_vbench.sh DIR (vbench==0.1.5 and its pins) and pass DIR/bin/python")
     return _driver(path, "check")
 
 
