@@ -231,7 +231,7 @@ def _plan_wan(args, p: dict) -> dict:
     check_latent_shape("--latent-shape", shape, cfg)
     standard = [d for d in dims if vb.DIMENSIONS[d].standard_prompts]
     seeds = list(range(args.seeds or WAN_DEFAULTS["seeds"]))
-    if standard and args.prompts != "vbench":
+    if standard and not (args.prompts == "vbench" or args.embeddings):
         raise InputError(f"VBench scores {', '.join(standard)} only on its own prompts: pass --prompts vbench, or "
                          "leave those dimensions out")
     if standard and len(seeds) > 5:
@@ -239,6 +239,13 @@ def _plan_wan(args, p: dict) -> dict:
     texts, contexts, negative = _text(args, cfg["text_dim"], dims)
     if args.max_prompts:
         texts, contexts = texts[: args.max_prompts], contexts[: args.max_prompts]
+    if standard and args.embeddings:
+        known = set(vb.standard_prompts(args.vbench_python, dims))
+        foreign = [t for t in texts if t not in known]
+        if foreign:
+            raise InputError(f"VBench scores {', '.join(standard)} only on its own prompts, and --embeddings holds "
+                             f"{len(foreign)} others (e.g. {foreign[0]!r}): embed VBench's prompts, or leave those "
+                             "dimensions out")
     if any(s.cfg != 1.0 for s in p["teacher_settings"]) and negative is None:
         raise InputError("the teacher's CFG rows need a negative prompt: add 'negative_context' to --embeddings, use "
                          "--text-encoder, or give teacher settings with CFG 1 (e.g. --teacher-settings 50x1)")

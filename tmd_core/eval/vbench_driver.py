@@ -1,6 +1,6 @@
 """Run inside VBench's own environment (`tmd eval --vbench-python PATH`); never imported by the pack.
 
-usage: python vbench_driver.py check                 -> JSON {vbench, torch, cuda, cache_dir, python}
+usage: python vbench_driver.py check                 -> JSON {vbench, torch, cuda, cache_dir, python, packages}
        python vbench_driver.py prompts DIM [DIM ...]  -> JSON {"prompts": [...]} VBench's standard prompts for the dims
        python vbench_driver.py run SPEC.json OUT.json -> runs VBench(...).evaluate per video folder, writes OUT.json
 
@@ -20,13 +20,15 @@ if sys.path and os.path.abspath(sys.path[0] or ".") == os.path.dirname(os.path.a
 
 def _check():
     from importlib.metadata import version
+    from importlib.util import find_spec
 
     import torch
     import vbench  # noqa: F401
     from vbench.utils import CACHE_DIR
 
     return {"vbench": version("vbench"), "torch": torch.__version__, "cuda": torch.cuda.is_available(),
-            "cache_dir": CACHE_DIR, "python": sys.executable}
+            "cache_dir": CACHE_DIR, "python": sys.executable,
+            "packages": {name: find_spec(name) is not None for name in ("detectron2",)}}
 
 
 def _prompts(dimensions):

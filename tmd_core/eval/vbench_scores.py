@@ -36,10 +36,12 @@ class Dimension:
     weight: float
     files: tuple[str, ...]  # weights VBench loads, relative to its cache folder (VBENCH_CACHE_DIR)
     standard_prompts: bool = False  # needs VBench's own prompts (no custom_input)
+    packages: tuple[str, ...] = ()  # modules VBench imports for it that `pip install vbench` does not bring
 
 
 _CLIP_B = "clip_model/ViT-B-32.pt"
 _GRIT = ("grit_model/grit_b_densecap_objectdet.pth",)
+_DETECTRON = ("detectron2",)  # GRiT's dimensions; VBench's README installs it separately
 _VICLIP = ("ViCLIP/ViClip-InternVid-10M-FLT.pth",)
 DIMENSIONS: dict[str, Dimension] = {
     "subject_consistency": Dimension("quality", 0.1462, 1.0, 1.0, ("dino_model/dino_vitbase16_pretrain.pth",
@@ -51,11 +53,11 @@ DIMENSIONS: dict[str, Dimension] = {
     "aesthetic_quality": Dimension("quality", 0.0, 1.0, 1.0, ("clip_model/ViT-L-14.pt",
                                                                "aesthetic_model/emb_reader/sa_0_4_vit_l_14_linear.pth")),
     "imaging_quality": Dimension("quality", 0.0, 1.0, 1.0, ("pyiqa_model/musiq_spaq_ckpt-358bb6af.pth",)),
-    "object_class": Dimension("semantic", 0.0, 1.0, 1.0, _GRIT, True),
-    "multiple_objects": Dimension("semantic", 0.0, 1.0, 1.0, _GRIT, True),
+    "object_class": Dimension("semantic", 0.0, 1.0, 1.0, _GRIT, True, _DETECTRON),
+    "multiple_objects": Dimension("semantic", 0.0, 1.0, 1.0, _GRIT, True, _DETECTRON),
     "human_action": Dimension("semantic", 0.0, 1.0, 1.0, ("umt_model/l16_ptk710_ftk710_ftk400_f16_res224.pth",)),
-    "color": Dimension("semantic", 0.0, 1.0, 1.0, _GRIT, True),
-    "spatial_relationship": Dimension("semantic", 0.0, 1.0, 1.0, _GRIT, True),
+    "color": Dimension("semantic", 0.0, 1.0, 1.0, _GRIT, True, _DETECTRON),
+    "spatial_relationship": Dimension("semantic", 0.0, 1.0, 1.0, _GRIT, True, _DETECTRON),
     "scene": Dimension("semantic", 0.0, 0.8222, 1.0, ("caption_model/tag2text_swin_14m.pth",), True),
     "appearance_style": Dimension("semantic", 0.0009, 0.2855, 1.0, (_CLIP_B,), True),
     "temporal_style": Dimension("semantic", 0.0, 0.364, 1.0, _VICLIP),
@@ -123,6 +125,15 @@ def check_environment(python) -> dict:
 def preflight(python, dimensions) -> dict:
     """Everything VBench needs, checked before generation: the environment and every dimension's weights."""
     env = check_environment(python)
+    packages = env.get("packages", {})
+    lacking = {d: [m for m in DIMENSIONS[d].packages if not packages.get(m)] for d in dimensions}
+    lacking = {d: ms for d, ms in lacking.items() if ms}
+    if lacking:
+        names = sorted({m for ms in lacking.values() for m in ms})
+        raise InputError(f"the VBench environment {python} lacks {', '.join(names)}, which "
+                         f"{', '.join(lacking)} need{'s' if len(lacking) == 1 else ''}: install it there as VBench's "
+                         "README says (pip install 'detectron2@git+https://github.com/facebookresearch/detectron2.git'), "
+                         "or leave those dimensions out")
     gone = missing_weights(dimensions, env["cache_dir"])
     if gone:
         lines = "; ".join(f"{d} needs {', '.join(files)}" for d, files in gone.items())
