@@ -350,6 +350,10 @@ def run(args) -> int:
         print("# inputs ok")
         return 0
     p["out"].mkdir(parents=True, exist_ok=True)
+    from ..checkpoint import remove_stale_temporaries
+
+    for folder in (p["out"], p["out"] / "scores", p["out"] / "rows"):  # what a stopped run left half-written
+        remove_stale_temporaries(folder)
     _check_out(p)
     t0 = time.perf_counter()
     rows, counts = (_run_toy if p["toy"] else _run_wan)(args, p)

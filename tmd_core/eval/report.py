@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from pathlib import Path
 
 from ..checkpoint import atomic_write_text
@@ -66,7 +67,7 @@ def write_report(out_dir, rows: list[dict], scorer: str, columns: list[str], met
                "```", ""]
     atomic_write_text(paths["markdown"], "\n".join(md))
     metric = PLOT_METRIC[scorer]
-    tmp = out / f".{FILES['plot']}.tmp.png"
+    tmp = out / f".{FILES['plot']}.{os.getpid()}.tmp.png"  # removed by remove_stale_temporaries if left over
     plot_quality_vs_nfe(rows, tmp, metric=metric, title=title, benchmark=scorer)
     tmp.replace(paths["plot"])
     return paths
