@@ -264,8 +264,6 @@ def _text(args, text_dim: int, dims) -> tuple[list[str], list, object]:
     if args.embeddings:
         if args.prompts:
             raise InputError("--embeddings carries its prompts in its metadata: leave --prompts out")
-        from ..training.make_data import WAN_NEGATIVE_PROMPT  # noqa: F401  (the negative is the file's)
-
         try:
             from .make_data import _load_embeddings
 
@@ -292,7 +290,7 @@ def _text(args, text_dim: int, dims) -> tuple[list[str], list, object]:
         try:
             encoder = TextEncoder(args.text_encoder, device=args.device)
         except TMDError:
-            raise
+            raise  # already says what is wrong
         except (OSError, ValueError) as e:
             raise InputError(f"--text-encoder: cannot load {args.text_encoder} ({e})") from e
         contexts = encoder.encode(prompts)

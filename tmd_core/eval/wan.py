@@ -145,6 +145,7 @@ def generate_videos(rows: list[Row], prompts: list[str], contexts: list[torch.Te
     from ..toy.video_io import write_video
 
     out = Path(out_dir)
+    device = next(vae.parameters()).device  # the models' device (tmd eval --device)
     todo, files = [], {}
     for row in rows:
         folder = out / row.folder
@@ -164,9 +165,9 @@ def generate_videos(rows: list[Row], prompts: list[str], contexts: list[torch.Te
 
     for row, p, ctx, s, path in todo:
         t0 = time.perf_counter()
-        noise = make_noise((1, *shape), seed=noise_seed(p, s))
+        noise = make_noise((1, *shape), seed=noise_seed(p, s), device=device)  # drawn on the CPU: same on any device
         neg = negative[None] if negative is not None and negative.ndim == 2 else negative
-        x = row.run(noise, ctx[None] if ctx.ndim == 2 else ctx, neg)
+        x = row.run(noise, (ctx[None] if ctx.ndim == 2 else ctx).to(device), None if neg is None else neg.to(device))
         clip = decode(vae, x)[0]
         write_video(path, clip, fps=WAN_FPS, scale=1)
         atomic_write_text(path.parent / "seconds.json",
