@@ -76,3 +76,23 @@ def test_toy_checks(toy, tmp_path, capsys):
     assert "add --toy" in capsys.readouterr().err
     assert main(["eval", "--toy", "--teacher", str(toy["teacher"]), "--vbench-python", "x", "--out", str(tmp_path)]) == 1
     assert "does not apply to --toy" in capsys.readouterr().err
+
+
+def test_toy_run_folder(toy, tmp_path, capsys):
+    """--run-dir reads a `tmd toy train` folder as `tmd toy bench --run-dir` does; rows in the bench's order."""
+    import shutil
+
+    run = tmp_path / "run"
+    for src, dst in ((toy["teacher"], "teacher.safetensors"), (toy["vae"], "vae.safetensors"),
+                     (toy["tmd"], "tmd/toy_tmd.safetensors"), (toy["dmd"], "dmd2v/toy_dmd2v.safetensors")):
+        (run / dst).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(src, run / dst)
+        side = src.with_name(src.name.removesuffix(".safetensors") + ".config.json")
+        if side.exists():
+            shutil.copy(side, (run / dst).with_name(side.name))
+    out = tmp_path / "out"
+    assert main(["eval", "--toy", "--run-dir", str(run), "--max-prompts", "1", "--quick", "--teacher-settings", "1x1",
+                 "--tmd-settings", "1x1", "--dmd-steps", "1", "--out", str(out)]) == 0
+    names = [r["name"] for r in json.loads((out / "report.json").read_text())["rows"]]
+    assert names == ["real data (renderer)", "real data through the VAE", "teacher Euler 1 NFE", "DMD2-v 1-step",
+                     "TMD outer 1 x inner 1"]

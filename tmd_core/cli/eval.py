@@ -107,7 +107,8 @@ def _models(args, toy: bool) -> dict:
             if gone:
                 raise InputError(f"the shipped toy assets are not installed (missing {', '.join(gone)}): run `tmd toy "
                                  "train --install`, or pass --run-dir or --teacher/--student")
-        teacher, students, vae = paths["toy_teacher"], [paths["toy_tmd"], paths["toy_dmd2v"]], paths["toy_vae"]
+        # tmd toy bench's order of rows: teacher, DMD2-v, TMD
+        teacher, students, vae = paths["toy_teacher"], [paths["toy_dmd2v"], paths["toy_tmd"]], paths["toy_vae"]
     else:
         if args.run_dir:
             raise InputError("--run-dir names a toy run's checkpoints: use it with --toy and without --teacher")
