@@ -19,7 +19,7 @@ def test_shipped_checkpoints_exist_and_fit_the_budget():
     assert sum(sizes.values()) <= 20 * 2**20, sizes
     info = read_tmd_info(asset("toy_tmd"))
     assert info["provenance"]["stages"] and info["num_layers"] == 12
-    assert info["tmd_config"].inner_velocity == "(y_s-head)/s"
+    assert info["tmd_config"]["inner_velocity"] == "(y_s-head)/s"
 
 
 def test_the_shipped_flow_head_uses_its_inner_noise():
