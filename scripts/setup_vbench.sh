@@ -5,7 +5,7 @@
 # (tmd_core/eval/vbench_driver.py) and never imports it. Idempotent: re-running it on a finished venv
 # installs nothing new.
 #
-# usage: scripts/setup_vbench.sh VENV_DIR            (e.g. /work/vbench_env)
+# usage: scripts/setup_vbench.sh VENV_DIR            (e.g. ~/vbench_env)
 # env:   PYTHON   interpreter that creates the venv (default python3; VBench needs Python 3.8 to 3.11)
 # out:   VENV_DIR with torch==2.14.1 and torchvision==0.29.1 (pinned as a pair, as scripts/setup_comfyui.sh
 #        does), vbench==0.1.5 and its own requirements. Prints the interpreter to pass as --vbench-python.

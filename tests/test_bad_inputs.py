@@ -3,6 +3,7 @@
 
 import json
 import os
+import sys
 
 import pytest
 from bad_inputs import CASES, build_world
@@ -24,7 +25,8 @@ def record(case, message: str, root) -> None:
     if path:
         with open(path, "a", encoding="utf-8") as f:
             f.write(json.dumps({"id": case.id, "surface": case.surface, "input": case.input,
-                                "message": message.replace(str(root), "…")}) + "\n")
+                                "message": message.replace(str(root), "…").replace(sys.executable, "<python>")})
+                    + "\n")
 
 
 @pytest.mark.parametrize("case", RUN, ids=[c.id for c in RUN])

@@ -67,3 +67,26 @@ def test_the_shipped_teacher_uses_every_word_of_the_prompt():
     sens = word_sensitivity(load_teacher(asset("toy_teacher"), dtype=torch.float32), times=(0.9, 0.98), batch_size=32)
     for word in ("colour", "shape", "direction", "speed"):
         assert max(sens[word]) > 0.01, (word, sens)
+
+
+def test_shipped_files_name_no_path_of_the_machine_that_trained_them():
+    """Provenance names installed files (retrain.install_assets), never absolute paths of the training machine."""
+    import json
+    import os
+
+    from tmd_core.loading import read_safetensors_header
+
+    def strings(value):
+        if isinstance(value, dict):
+            return [s for v in value.values() for s in strings(v)]
+        if isinstance(value, list):
+            return [s for v in value for s in strings(v)]
+        return [value] if isinstance(value, str) else []
+
+    for name in NAMES:
+        for key, text in read_safetensors_header(asset(name))[1].items():
+            try:
+                values = strings(json.loads(text))
+            except ValueError:
+                values = [text]
+            assert not [v for v in values if os.path.isabs(v)], (name, key)

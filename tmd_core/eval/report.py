@@ -38,14 +38,9 @@ def columns_for(scorer: str, dimensions=()) -> list[str]:
 
 def format_table(rows: list[dict], columns: list[str]) -> str:
     """A Markdown table: method, NFE, then `columns` (no trailing newline)."""
-    header = ["method", "NFE", *columns]
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join(["---"] + ["---:"] * (len(header) - 1)) + "|"]
-    for row in rows:
-        nfe = row.get("nfe")
-        cells = [str(row.get("name", "?")), "–" if nfe is None else f"{nfe:g}"]
-        cells += [_cell(row.get(c), row.get(f"{c}_ci")) for c in columns]
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+    from ..toy.bench import method_table
+
+    return method_table(rows, "method", list(columns), lambda row: [_cell(row.get(c), row.get(f"{c}_ci")) for c in columns])
 
 
 def write_report(out_dir, rows: list[dict], scorer: str, columns: list[str], meta: dict | None = None,

@@ -376,13 +376,18 @@ def format_table(rows: list[dict]) -> str:
     Returns:
         the table as a string (no trailing newline).
     """
-    header = ["name", "NFE", *(HEADERS.get(k, k) for k in COLUMNS)]
+    return method_table(rows, "name", [HEADERS.get(k, k) for k in COLUMNS],
+                        lambda row: [_cell(row.get(k), row.get(f"{k}_ci")) for k in COLUMNS])
+
+
+def method_table(rows: list[dict], first: str, headers: list[str], cells) -> str:
+    """A Markdown table of method rows: `first` (the row's name), NFE, then `cells(row)` under `headers`."""
+    header = [first, "NFE", *headers]
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join(["---"] + ["---:"] * (len(header) - 1)) + "|"]
     for row in rows:
         nfe = row.get("nfe")
-        cells = [str(row.get("name", "?")), "–" if nfe is None else f"{nfe:g}"]
-        cells += [_cell(row.get(k), row.get(f"{k}_ci")) for k in COLUMNS]
-        lines.append("| " + " | ".join(cells) + " |")
+        lines.append("| " + " | ".join([str(row.get("name", "?")), "–" if nfe is None else f"{nfe:g}", *cells(row)])
+                     + " |")
     return "\n".join(lines)
 
 

@@ -219,7 +219,8 @@ def quick_distill(run_dir="runs/toy_quick", teacher_path=None, plan: QuickPlan |
 def install_assets(paths: dict[str, Path], assets: Path | None = None) -> dict[str, Path]:
     """Copy a run's files into tmd_core/toy/assets (or `assets`), the models as bf16 (the shipped toy world, <= 20 MB).
 
-    The students' provenance then names the installed teacher: `teacher_sha256` is the sha256 of the installed
+    Provenance names installed files, never paths of the machine that trained them: the teacher's `vae` is the
+    installed VAE's file name, and the students' provenance names the installed teacher: `teacher_sha256` is the sha256 of the installed
     (bf16) teacher file, `teacher_sha256_of` says so, and `training_teacher_sha256` keeps the digest of the fp32
     teacher file the run trained with. Returns {name: installed path}.
     """
@@ -234,6 +235,10 @@ def install_assets(paths: dict[str, Path], assets: Path | None = None) -> dict[s
     for name in sorted(paths, key=NAMES.index):  # the teacher before the students that name it
         src = paths[name]
         meta = dict(read_safetensors_header(src)[1])
+        if name == "toy_teacher" and "toy_vae" in installed and "provenance" in meta:
+            prov = json.loads(meta["provenance"])
+            prov["vae"] = installed["toy_vae"].name
+            meta["provenance"] = json.dumps(prov)
         if name in ("toy_tmd", "toy_dmd2v") and "toy_teacher" in installed and "provenance" in meta:
             prov = json.loads(meta["provenance"])
             prov["training_teacher_sha256"] = prov.get("teacher_sha256")
