@@ -76,7 +76,8 @@ def one_process(world, out):
 
 
 def loss_records(out) -> list[dict]:
-    records = [json.loads(line) for line in (Path(out) / "log.jsonl").read_text().splitlines()]
+    records = [json.loads(line) for line in (Path(out) / "log.jsonl").read_text().split("\n")[:-1]]
+    # [:-1]: whole lines only (the last segment is "" or a line the running writer has not finished)
     return [{k: v for k, v in r.items() if "loss" in k or k in ("stage", "step")} for r in records if "event" not in r]
 
 

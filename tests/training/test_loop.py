@@ -51,7 +51,8 @@ def make_cfg(world, out, **over):
 
 def losses(out) -> list[dict]:
     """The per-step records of log.jsonl without their timing fields."""
-    records = [json.loads(line) for line in (Path(out) / "log.jsonl").read_text().splitlines()]
+    records = [json.loads(line) for line in (Path(out) / "log.jsonl").read_text().split("\n")[:-1]]
+    # [:-1]: whole lines only (the last segment is "" or a line the running writer has not finished)
     return [{k: v for k, v in r.items() if k not in NOT_LOSSES} for r in records if "event" not in r]
 
 
