@@ -122,8 +122,38 @@ def cmd_bench(args) -> None:
     out = Path(args.out)
     rows = _bench_rows(out, args.variant, args.seed, Path(args.world), args.quick)
     target = run_dir(out, args.variant, args.seed) / ("bench_quick.json" if args.quick else "bench.json")
-    target.write_text(json.dumps({"variant": args.variant, "seed": args.seed, "rows": rows}, default=str))
+    doc = {"variant": args.variant, "seed": args.seed, "world": world_label(args), "teacher_sha256": _sha(
+        Path(args.world) / "teacher.safetensors"), "rows": rows}
+    target.write_text(json.dumps(doc, default=str))
     print(f"wrote {target}")
+    if not args.quick:  # the record the report reads, kept in the repository (run folders are not)
+        doc["curves"] = _log_curves(run_dir(out, args.variant, args.seed))
+        kept = Path(args.results) / "toy_study_runs" / f"{doc['world']}_{args.variant}_s{args.seed}.json"
+        kept.parent.mkdir(parents=True, exist_ok=True)
+        kept.write_text(json.dumps(_rounded(json.loads(json.dumps(doc, default=str)))))
+        print(f"wrote {kept}")
+
+
+def world_label(args) -> str:
+    """The study world a run was trained in: `--world-label`, else the world folder's name (not resolved)."""
+    return args.world_label or Path(args.world).name
+
+
+def _sha(path: Path) -> str:
+    import hashlib
+
+    return hashlib.sha256(path.read_bytes()).hexdigest()[:16]
+
+
+def _rounded(x):
+    """Floats to 6 significant digits (far below any interval the study reports), so the kept records stay small."""
+    if isinstance(x, float):
+        return float(f"{x:.6g}")
+    if isinstance(x, list):
+        return [_rounded(v) for v in x]
+    if isinstance(x, dict):
+        return {k: _rounded(v) for k, v in x.items()}
+    return x
 
 
 def _log_curves(folder: Path) -> dict:
@@ -149,18 +179,22 @@ def cmd_report(args) -> None:
     from tmd_core.toy.bench import compare
     from tmd_core.toy.stats import seed_spread
 
-    out = Path(args.out)
-    benches = {}
-    for f in sorted(out.glob("*_s*/bench.json")):
-        doc = json.loads(f.read_text())
+    kept = Path(args.results) / "toy_study_runs"
+    docs = [json.loads(f.read_text()) for f in sorted(kept.glob("*_s*.json"))]
+    benches, worlds = {}, {}
+    for doc in docs:
+        if doc["seed"] in benches.get(doc["variant"], {}):
+            raise SystemExit(f"{doc['variant']} seed {doc['seed']} is recorded twice in {kept}: seeds are unique")
         benches.setdefault(doc["variant"], {})[doc["seed"]] = {r["name"]: r for r in doc["rows"]}
+        worlds[(doc["variant"], doc["seed"])] = doc["world"]
     summary = {}
     for var, by_seed in benches.items():
         names = sorted({n for rows in by_seed.values() for n in rows})
         for row_name in names:
             key = f"{var} | {row_name}"
             vals = {k: [rows[row_name].get(k) for rows in by_seed.values() if row_name in rows] for k in KEYS}
-            summary[key] = {"variant": var, "row": row_name, "seeds": sorted(by_seed), "nfe": next(
+            summary[key] = {"variant": var, "row": row_name, "seeds": sorted(by_seed),
+                            "worlds": sorted({worlds[(var, sd)] for sd in by_seed}), "nfe": next(
                 rows[row_name]["nfe"] for rows in by_seed.values() if row_name in rows)}
             for k, v in vals.items():
                 v = [x for x in v if x is not None]
@@ -174,10 +208,14 @@ def cmd_report(args) -> None:
                 ra, rb = benches[tmd_var][seed].get(a), benches["dmd2v"][seed].get(b)
                 if ra and rb and "per_clip" in ra and "per_clip" in rb:
                     pairs.append({"a": f"{tmd_var} s{seed} {a}", "b": f"dmd2v s{seed} {b}",
+                                  "world": worlds[(tmd_var, seed)],
                                   **{k: compare(ra, rb, k).to_dict() for k in ("adherence", "quality", "diversity")}})
+    for f in sorted(kept.glob("*_paired.json")):  # worlds whose per-clip records are lost: their paired results
+        old = json.loads(f.read_text())
+        pairs += [{**p, "world": old["world"]} for p in old["paired"]]
     seeds = seed_differences(summary)
     doc = {"summary": summary, "paired": pairs, "across_seeds": seeds,
-           "curves": {f.name: _log_curves(f) for f in sorted(out.glob("*_s*")) if f.is_dir()}}
+           "curves": {f"{d['variant']}_s{d['seed']}": d.get("curves", {}) for d in docs}}
     res = Path(args.results)
     res.mkdir(parents=True, exist_ok=True)
     (res / "toy_study.json").write_text(json.dumps(doc, indent=1, default=str))
@@ -237,17 +275,18 @@ def _cell(stat) -> str:
 
 
 def format_summary(summary: dict, pairs: list) -> str:
-    head = ["variant", "row", "NFE", "seeds", "adherence", "quality", "diversity", "speed err px", "inner/outer"]
+    head = ["variant", "row", "NFE", "seeds (worlds)", "adherence", "quality", "diversity", "speed err px", "inner/outer"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for s in summary.values():
-        lines.append("| " + " | ".join([s["variant"], s["row"], f"{s['nfe']:g}", ",".join(map(str, s["seeds"])),
+        lines.append("| " + " | ".join([s["variant"], s["row"], f"{s['nfe']:g}",
+                                         ",".join(map(str, s["seeds"])) + f" ({','.join(s.get('worlds', []))})",
                                          _cell(s.get("adherence")), _cell(s.get("quality")), _cell(s.get("diversity")),
                                          _cell(s.get("speed_error_px")), _cell(s.get("inner_outer_ratio"))]) + " |")
     if pairs:
-        lines += ["", "| A | B | Δ adherence [95 % CI] | Δ quality | Δ diversity |", "|---|---|---|---|---|"]
+        lines += ["", "| world | A | B | Δ adherence [95 % CI] | Δ quality | Δ diversity |", "|---|---|---|---|---|---|"]
         for p in pairs:
             cells = [f"{p[k]['mean']:+.3f} [{p[k]['lo']:+.3f}, {p[k]['hi']:+.3f}]" for k in ("adherence", "quality", "diversity")]
-            lines.append(f"| {p['a']} | {p['b']} | " + " | ".join(cells) + " |")
+            lines.append(f"| {p.get('world', '')} | {p['a']} | {p['b']} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 
@@ -342,6 +381,7 @@ def main(argv=None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--world", default="runs/toy", help="a `tmd toy train` folder with vae, teacher and data")
     ap.add_argument("--out", default="runs/study")
+    ap.add_argument("--world-label", default="", help="name of the world in the kept records (default: --world's folder name)")
     ap.add_argument("--results", default="benchmarks/results")
     ap.add_argument("--quick", action="store_true", help="bench one seed per prompt")
     ap.add_argument("--threads", type=int, default=1)
