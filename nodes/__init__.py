@@ -1,6 +1,6 @@
 """The ComfyUI nodes of the TMD pack: the only package that touches the host (docs/design.md §1)."""
 
-from . import host
+from . import host, routes
 from .distill import TMDDistill
 from .loader import TMDCheckpointInfo, TMDModelLoader
 from .sampler import TMDSampler
@@ -8,6 +8,7 @@ from .schedule import TMDSchedule
 from .toy import TMDToyDecode, TMDToyEmptyLatent, TMDToyTextEncode
 
 host.register_model_folder()
+routes.register_routes()  # GET /tmd/checkpoint_info for the web extension's NFE line
 
 NODE_CLASS_MAPPINGS = {
     "TMDModelLoader": TMDModelLoader,

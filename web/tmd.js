@@ -3,6 +3,7 @@
 // change. The arithmetic lives in tmd_logic.js (tested with node's test runner); this file only
 // finds the numbers in the graph and draws one line under the widgets.
 import { app } from "../../scripts/app.js";
+import { api } from "../../scripts/api.js";
 import { describeSchedule, parseTmdInfo, resolveModelInfo } from "./tmd_logic.js";
 
 const SCHEDULE = "TMDSchedule";
@@ -86,6 +87,24 @@ function chain(proto, name, fn) {
   };
 }
 
+// Asks the pack's route what the selected checkpoint holds (header only), so the line is right before the
+// loader runs, after a page reload and when the loader's output is cached (onExecuted not called again).
+async function fetchCheckpointInfo(loader) {
+  const name = widgetValue(loader, "ckpt_name");
+  if (typeof name !== "string" || loader.tmdInfo?.ckptName === name) return;
+  try {
+    const res = await api.fetchApi(`/tmd/checkpoint_info?ckpt_name=${encodeURIComponent(name)}`);
+    if (!res.ok || widgetValue(loader, "ckpt_name") !== name) return; // refused, or changed meanwhile
+    const info = parseTmdInfo(await res.json());
+    if (info) {
+      loader.tmdInfo = info;
+      app.graph?.setDirtyCanvas?.(true, false);
+    }
+  } catch (e) {
+    console.warn("TMD: checkpoint info", name, e);
+  }
+}
+
 app.registerExtension({
   name: "tmd.effective_nfe",
   async beforeRegisterNodeDef(nodeType, nodeData) {
@@ -98,9 +117,15 @@ app.registerExtension({
           this.setDirtyCanvas?.(true, false);
         }
       });
-      chain(nodeType.prototype, "onWidgetChanged", function () {
+      chain(nodeType.prototype, "onWidgetChanged", function (_r, name) {
+        if (name === "ckpt_name") fetchCheckpointInfo(this);
         this.setDirtyCanvas?.(true, false);
       });
+      for (const hook of ["onNodeCreated", "onConfigure"]) {
+        chain(nodeType.prototype, hook, function () {
+          fetchCheckpointInfo(this);
+        });
+      }
       return;
     }
     if (name !== SCHEDULE && name !== SAMPLER) return; // other packs' nodes: untouched

@@ -93,3 +93,18 @@ def test_bundled_workflows_are_listed_as_the_pack_templates_and_served(comfyui):
         assert r.status_code == 200 and r.json() == json.loads(
             (REPO / "workflows" / f"{name}.json").read_text()
         )
+
+
+def test_checkpoint_info_route_answers_h_and_l_of_a_menu_entry(comfyui):
+    # nodes/routes.py: what the web extension asks when the loader's ckpt_name changes
+    from tmd_core.loading import describe_checkpoint
+
+    header = describe_checkpoint(REPO / "tmd_core" / "toy" / "assets" / "toy_tmd.safetensors")
+    for prefix in ("", "/api"):  # the frontend's api.fetchApi uses /api
+        r = requests.get(comfyui.url + prefix + "/tmd/checkpoint_info", params={"ckpt_name": "toy/toy_tmd.safetensors"}, timeout=30)
+        assert r.status_code == 200, r.text
+        assert r.json() == {"tmd_info": [{"ckpt_name": "toy/toy_tmd.safetensors", "kind": "tmd",
+                                          "num_layers": header["num_layers"], "head_blocks": header["head_blocks"]}]}
+    for bad in ("../../etc/passwd", "absent.safetensors"):
+        r = requests.get(comfyui.url + "/tmd/checkpoint_info", params={"ckpt_name": bad}, timeout=30)
+        assert r.status_code == 400 and "not in the TMD loader's menu" in r.json()["error"]

@@ -91,3 +91,17 @@ def test_checkpoint_info_shows_the_split_and_schedule(nodes, tmd_file):
     assert "format      tmd/1" in text
     assert "backbone 2 blocks + flow head H = 2" in text
     assert "16 latent channels" in text
+
+
+def test_checkpoint_info_route_reads_h_and_l_from_the_header(nodes, tmd_file, teacher_file):
+    # what GET /tmd/checkpoint_info answers (nodes/routes.py): the loader's tmd_info, without loading weights
+    assert nodes.routes.checkpoint_info("student.safetensors") == {
+        "ckpt_name": "student.safetensors", "kind": "tmd", "num_layers": 4, "head_blocks": 2}
+    teacher = nodes.routes.checkpoint_info("diffusion_models/wan/teacher.safetensors")
+    assert teacher["kind"] == "teacher" and teacher["head_blocks"] is None and teacher["num_layers"] >= 2
+
+
+@pytest.mark.parametrize("name", ["../student.safetensors", "nope.safetensors", "diffusion_models/../../etc/passwd"])
+def test_checkpoint_info_route_refuses_names_outside_the_menu(nodes, tmd_file, teacher_file, name):
+    with pytest.raises(ValueError, match="not in the TMD loader's menu"):  # the pack's InputError
+        nodes.routes.checkpoint_info(name)
