@@ -6,9 +6,11 @@ usage: python native_checks.py REPO TEACHER FRESH_TMD TRAINED_TMD   -> prints JS
 
 import importlib.util
 import json
+import os
 import sys
 
 sys.argv, args_in = sys.argv[:1], sys.argv[1:]
+sys.path.insert(0, os.getcwd())  # ComfyUI's checkout: comfy/, utils/
 from comfy.options import enable_args_parsing  # noqa: E402
 
 enable_args_parsing(False)
