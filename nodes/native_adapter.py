@@ -68,13 +68,17 @@ class NativeTMD(nn.Module):
             and ComfyUI's ops cast them to the input's device).
         transformer_options: the MODEL's transformer_options (attention overrides reach optimized_attention).
         latent_format: the MODEL's latent format (Wan21), for de-normalising the result.
+        modulations: patched `modulation` tables of blocks and head, which ComfyUI's loader leaves unpatched
+            (native_patch.patched_modulations); used in place of the module's own.
     """
 
     def __init__(self, wan: nn.Module, extras: NativeExtras, tmd_config: TMDConfig, dtype: torch.dtype,
-                 device, transformer_options: dict | None = None, latent_format=None):
+                 device, transformer_options: dict | None = None, latent_format=None,
+                 modulations: dict[str, torch.Tensor] | None = None):
         super().__init__()
         self.wan, self.extras, self.tmd_config, self.dtype = wan, extras, tmd_config, dtype
         self.device = torch.device(device)
+        self.modulations = dict(modulations or {})  # "blocks.N" / "head" -> patched modulation (see native_patch)
         self.transformer_options = dict(transformer_options or {})
         self.latent_format = latent_format
         self.config = SimpleNamespace(in_channels=wan.in_dim, text_dim=wan.text_dim, patch_size=tuple(wan.patch_size))
@@ -94,11 +98,19 @@ class NativeTMD(nn.Module):
         sin = sinusoidal_embedding_1d(self.wan.freq_dim, wan_timestep(t, batch, device)).to(self.dtype)
         return self.wan.time_embedding(sin).reshape(batch, 1, -1)
 
-    def _blocks(self, blocks, h, e, out: BackboneOut) -> torch.Tensor:
+    def _call(self, name: str, module: nn.Module, args: tuple, kwargs: dict | None = None):
+        """module(*args, **kwargs), with its patched modulation table when there is one."""
+        table = self.modulations.get(name)
+        if table is None:
+            return module(*args, **(kwargs or {}))
+        return functional_call(module, {"modulation": table}, args, kwargs or {})
+
+    def _blocks(self, indices: range, h, e, out: BackboneOut) -> torch.Tensor:
         e0 = self.wan.time_projection(e).unflatten(2, (6, self.wan.dim))  # block modulation, as forward_orig
-        for block in blocks:
-            h = block(h, e=e0, freqs=out.rotary_emb, context=out.context, context_img_len=None,
-                      transformer_options=self.transformer_options)
+        for i in indices:
+            h = self._call(f"blocks.{i}", self.wan.blocks[i], (h,),
+                           {"e": e0, "freqs": out.rotary_emb, "context": out.context, "context_img_len": None,
+                            "transformer_options": self.transformer_options})
         return h
 
     def _patch_embed(self, x: torch.Tensor) -> torch.Tensor:
@@ -119,7 +131,7 @@ class NativeTMD(nn.Module):
         out = BackboneOut(m=h, context=ctx, rotary_emb=freqs, latent_shape=tuple(x_t.shape),
                           t=torch.as_tensor(t, dtype=torch.float32).reshape(-1).expand(B))
         L, Hh = self.num_layers, self.head_blocks
-        out.m = self._blocks(wan.blocks[: L - Hh], h, self._time_embed(t, B, device), out)
+        out.m = self._blocks(range(L - Hh), h, self._time_embed(t, B, device), out)
         return out
 
     def head(self, out: BackboneOut, y_s: torch.Tensor, s, r) -> torch.Tensor:
@@ -140,8 +152,8 @@ class NativeTMD(nn.Module):
         gap = sinusoidal_embedding_1d(wan.freq_dim, wan_timestep(s_t - r_t, B, device))
         e = temb_s + self.extras.emb_gap(gap.to(self.dtype)).to(self.dtype).reshape(B, 1, -1)
         L, Hh = self.num_layers, self.head_blocks
-        h = self._blocks(wan.blocks[L - Hh :], h, e, out)
-        h = wan.head(h, e)
+        h = self._blocks(range(L - Hh, L), h, e, out)
+        h = self._call("head", wan.head, (h, e))
         pt, ph, pw = wan.patch_size
         return wan.unpatchify(h, (F // pt, H // ph, W // pw)).float()
 

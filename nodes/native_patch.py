@@ -199,7 +199,28 @@ def load_native(model, spec: NativeSpec, shape) -> torch.nn.Module:
     return NativeTMD(model.model.diffusion_model, spec.extras.model, spec.tmd_config, compute_dtype(model),
                      device=model.load_device,
                      transformer_options=model.model_options.get("transformer_options", {}),
-                     latent_format=getattr(model.model, "latent_format", None))
+                     latent_format=getattr(model.model, "latent_format", None),
+                     modulations=patched_modulations(model, model.load_device))
+
+
+def patched_modulations(model, device) -> dict[str, torch.Tensor]:
+    """The patched `modulation` tables of the Wan blocks and head: {"blocks.N" | "head": Tensor (fp32)}.
+
+    ComfyUI 0.3.64 applies weight patches only to parameters of leaf modules (`ModelPatcher._load_list` skips
+    "random weights in non leaf modules"), and a block's or the head's `modulation` sits beside child layers,
+    so a patch of it would be dropped. A TMD student changes these tables, so they are computed here with
+    ComfyUI's own `comfy.lora.calculate_weight` from every patch on the key (the TMD diff and any LoRA).
+    """
+    import comfy.lora
+    import comfy.utils
+
+    out = {}
+    for key, patches in model.patches.items():
+        if key.startswith(PREFIX) and key.endswith(".modulation"):
+            base = comfy.utils.get_attr(model.model, key)
+            weight = base.to(device=device, dtype=torch.float32, copy=True)
+            out[key[len(PREFIX):-len(".modulation")]] = comfy.lora.calculate_weight(patches, weight, key)
+    return out
 
 
 def native_spec(model) -> NativeSpec | None:

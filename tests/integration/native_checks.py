@@ -17,7 +17,7 @@ enable_args_parsing(False)
 from comfy.cli_args import args  # noqa: E402
 
 args.cpu = True
-import utils.extra_config  # noqa: E402,F401  (as main.py does first)
+import utils.extra_config  # noqa: E402,F401,I001  (as main.py does first)
 import comfy.sd  # noqa: E402
 import torch  # noqa: E402
 
