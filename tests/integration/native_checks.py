@@ -1,7 +1,9 @@
 """Run inside ComfyUI's venv (cwd = the ComfyUI checkout): the native adapter against ComfyUI's own WanModel
 forward and against the library's diffusers TMDModel, on MODELs loaded the way UNETLoader loads them.
 
-usage: python native_checks.py REPO TEACHER FRESH_TMD TRAINED_TMD   -> prints JSON=... with max errors
+usage: python native_checks.py REPO TEACHER FRESH_TMD TRAINED_TMD TEACHER_BF16 LORA STRENGTH MERGED_TMD
+    -> prints JSON=... with the max errors. MODELs load with comfy.sd.load_diffusion_model (what UNETLoader
+    calls, fp8 via its model_options) and LoRAs with comfy.sd.load_lora_for_models (what LoraLoaderModelOnly calls).
 """
 
 import importlib.util
@@ -21,7 +23,7 @@ import utils.extra_config  # noqa: E402,F401,I001  (as main.py does first)
 import comfy.sd  # noqa: E402
 import torch  # noqa: E402
 
-repo, teacher_path, fresh_path, trained_path = args_in
+repo, teacher_path, fresh_path, trained_path, bf16_path, lora_path, strength, merged_path = args_in
 spec = importlib.util.spec_from_file_location("comfyui_tmd", f"{repo}/__init__.py",
                                               submodule_search_locations=[repo])
 pack = importlib.util.module_from_spec(spec)
@@ -65,4 +67,29 @@ with torch.inference_mode():
     out["sample_max_abs"] = float((a - b).abs().max())
     out["sample_scale"] = float(b.abs().max())
     out["trained_patched_weights"] = len(trained.patches)
+
+    # a style LoRA on the MODEL (strength as LoraLoaderModelOnly) vs the LoRA merged into the student by hand
+    import comfy.utils
+
+    lora = comfy.utils.load_torch_file(lora_path, safe_load=True)
+
+    def with_lora(m):
+        return comfy.sd.load_lora_for_models(m, None, lora, float(strength), 0)[0]
+
+    def native_sample(m, tmd_path):
+        tm = apply_tmd(m, student_weights(tmd_path, m))
+        return sample_tmd(load_native(tm, native_spec(tm), shape), noise, context, sched)
+
+    stacked = native_sample(with_lora(model), trained_path)
+    merged = sample_tmd(load_tmd(merged_path), noise, context, sched)
+    out["lora_vs_merged_max_abs"] = float((stacked - merged).abs().max())
+    out["lora_effect_max_abs"] = float((merged - b).abs().max())
+
+    # fp8_e4m3fn weights vs the bf16 file (UNETLoader default; on CPU ComfyUI computes both in fp32)
+    ref = native_sample(with_lora(comfy.sd.load_diffusion_model(bf16_path)), trained_path)
+    fp8 = native_sample(with_lora(comfy.sd.load_diffusion_model(bf16_path, model_options={"dtype": torch.float8_e4m3fn})),
+                        trained_path)
+    out["fp8_vs_bf16_rel_l2"] = float((fp8 - ref).norm() / ref.norm())
+    out["fp8_vs_bf16_max_abs"] = float((fp8 - ref).abs().max())
+    out["bf16_vs_fp32_rel_l2"] = float((ref - stacked).norm() / stacked.norm())
 print("JSON=" + json.dumps(out))
