@@ -3,6 +3,7 @@
 from . import host, routes
 from .distill import TMDDistill
 from .loader import TMDCheckpointInfo, TMDModelLoader
+from .native import TMDApplyToModel
 from .sampler import TMDSampler
 from .schedule import TMDSchedule
 from .toy import TMDToyDecode, TMDToyEmptyLatent, TMDToyTextEncode
@@ -19,6 +20,7 @@ NODE_CLASS_MAPPINGS = {
     "TMDToyTextEncode": TMDToyTextEncode,
     "TMDToyEmptyLatent": TMDToyEmptyLatent,
     "TMDToyDecode": TMDToyDecode,
+    "TMDApplyToModel": TMDApplyToModel,
 }
 NODE_DISPLAY_NAME_MAPPINGS = {
     "TMDModelLoader": "TMD Model Loader",
@@ -29,4 +31,5 @@ NODE_DISPLAY_NAME_MAPPINGS = {
     "TMDToyTextEncode": "TMD Toy Text Encode",
     "TMDToyEmptyLatent": "TMD Toy Empty Latent",
     "TMDToyDecode": "TMD Toy Decode",
+    "TMDApplyToModel": "TMD Apply to MODEL (native)",
 }

@@ -7,6 +7,7 @@ from ..tmd_core.noise import make_noise
 from ..tmd_core.sampler import sample_tmd
 from ..tmd_core.validation import SEED_MAX, check_seed
 from . import host
+from .native_patch import load_native, native_spec
 
 
 class TMDSampler:
@@ -20,7 +21,7 @@ class TMDSampler:
     @classmethod
     def INPUT_TYPES(cls):
         return {"required": {
-            "model": ("TMD_MODEL", {"tooltip": "From TMDModelLoader."}),
+            "model": ("TMD_MODEL", {"tooltip": "From TMDModelLoader, or TMDApplyToModel (a native MODEL + TMD weights)."}),
             "positive": ("CONDITIONING", {"tooltip": "Prompt embedding (CLIPTextEncode with the umt5 text encoder)."}),
             "latent": ("LATENT", {"tooltip": "Empty video latent giving the size (EmptyHunyuanLatentVideo); its values are not used."}),
             "schedule": ("TMD_SCHEDULE", {"tooltip": "From TMDSchedule."}),
@@ -35,11 +36,17 @@ class TMDSampler:
             raise InputError("latent must be a LATENT (e.g. from EmptyHunyuanLatentVideo or TMD Toy Empty Latent)")
         context = host.context_from_conditioning(positive)
         shape = tuple(latent["samples"].shape)
-        device = host.load_to_device(model)
+        spec = native_spec(model)
+        if spec is not None:  # a native MODEL + TMD weights: ComfyUI's WanModel modules (docs/host.md §12)
+            tmd = load_native(model, spec, shape)
+            device = tmd.device
+        else:
+            device = host.load_to_device(model)
+            tmd = model.model
         noise = make_noise(shape, seed=seed, device=device)
         total = schedule.outer_steps * schedule.inner_steps
         cb = host.sampling_callback(model, total, schedule.inner_steps)
-        x0 = sample_tmd(model.model, noise, context.to(device), schedule, callback=cb)
+        x0 = sample_tmd(tmd, noise, context.to(device), schedule, callback=cb)
         out = dict(latent)
-        out["samples"] = host.denormalise_latent(x0, model.model).to(host.output_device())
+        out["samples"] = host.denormalise_latent(x0, tmd).to(host.output_device())
         return (out,)

@@ -26,7 +26,7 @@ TMD_NAME = "wan21_tiny_tmd.safetensors"
 TEACHER_NAME = "wan21_tiny_teacher.safetensors"
 VAE_NAME = "wan21_vae_random_decoder_bf16.safetensors"
 TEST_PACK = "tmd_test_nodes"
-MODEL_FOLDERS = ("tmd", "diffusion_models", "vae", "text_encoders")
+MODEL_FOLDERS = ("tmd", "diffusion_models", "vae", "text_encoders", "loras")
 
 
 def stand_in_conditioning(text: str, tokens: int = 512, width: int = 4096):
@@ -185,3 +185,93 @@ def write_toy_teacher(models: Path) -> Path:
     from helpers_wan import save_diffusers_single
 
     return save_diffusers_single(tiny_toy(6), models / "diffusion_models" / TOY_TEACHER_NAME, sidecar=True)
+
+
+# ---------------------------------------------------------------- the native path (TMDApplyToModel)
+
+TRAINED_NAME = "wan21_tiny_tmd_trained.safetensors"  # a student that differs from its teacher everywhere TMD can
+MERGED_NAME = "wan21_tiny_tmd_trained_style.safetensors"  # the same student with the style LoRA merged by hand
+TEACHER_BF16_NAME = "wan21_tiny_teacher_bf16.safetensors"
+LORA_NAME = "wan21_tiny_style_lora.safetensors"
+LORA_STRENGTH = 0.8
+LORA_TARGETS = ("blocks.0.self_attn.q", "blocks.1.ffn.0", "blocks.3.cross_attn.o", "blocks.2.self_attn.v",
+                "text_embedding.0", "head.head")  # backbone and head blocks, an embedding and the output layer
+
+
+def trained_like_student(teacher, seed: int = 1):
+    """A tmd/1 student (H = 2 of L = 4) standing in for a trained one: blocks 1 and 3, the time projection and
+    the output layer moved off the teacher, fusion and gap embedding non-zero (the fresh student is the teacher)."""
+    import copy
+
+    import torch
+
+    import tmd_core
+
+    student = tmd_core.TMDModel.from_teacher(copy.deepcopy(teacher), head_blocks=2)
+    g = torch.Generator().manual_seed(seed)
+    moved = ("transformer.blocks.1.", "transformer.blocks.3.", "transformer.condition_embedder.time_proj.",
+             "transformer.proj_out.", "fusion.", "emb_gap.time_embedder.linear_2.")
+    with torch.no_grad():
+        for name, p in student.named_parameters():
+            if name.startswith(moved):
+                scale = 0.3 if name == "fusion.alpha" else 0.05 * (float(p.std()) if p.numel() > 1 else 1.0) + 0.01
+                p.add_(scale * torch.randn(p.shape, generator=g))
+    student.tmd_config.extra["trained"] = True
+    return student
+
+
+def style_lora(teacher, rank: int = 4, seed: int = 2) -> dict:
+    """A LoRA in ComfyUI's generic format (`diffusion_model.<module>.lora_up/down.weight`, `.alpha`) over
+    LORA_TARGETS of the teacher's original-layout weights."""
+    import torch
+
+    from tmd_core.layouts import diffusers_to_original_state_dict
+
+    shapes = {k: v.shape for k, v in diffusers_to_original_state_dict(teacher.state_dict()).items()}
+    g = torch.Generator().manual_seed(seed)
+    out = {}
+    for target in LORA_TARGETS:
+        n_out, n_in = shapes[target + ".weight"]
+        key = "diffusion_model." + target
+        out[key + ".lora_down.weight"] = torch.randn(rank, n_in, generator=g) / n_in**0.5
+        out[key + ".lora_up.weight"] = 0.2 * torch.randn(n_out, rank, generator=g) / rank**0.5
+        out[key + ".alpha"] = torch.tensor(float(rank) / 2)
+    return out
+
+
+def merge_lora(student, lora: dict, strength: float) -> None:
+    """Merge `lora` into the student's transformer by hand: W += strength * (alpha / rank) * up @ down."""
+    import torch
+
+    from tmd_core.layouts import diffusers_key_to_original
+
+    params = dict(student.transformer.named_parameters())
+    by_original = {diffusers_key_to_original(k): k for k in params}
+    with torch.no_grad():
+        for key in {k.rsplit(".", 2)[0] for k in lora if k.endswith(".lora_up.weight")}:
+            up, down = lora[key + ".lora_up.weight"], lora[key + ".lora_down.weight"]
+            scale = float(lora[key + ".alpha"]) / down.shape[0]
+            target = params[by_original[key[len("diffusion_model."):] + ".weight"]]
+            target.add_(strength * scale * (up @ down))
+
+
+def write_native_models(models: Path) -> dict[str, Path]:
+    """The files the native-path tests need, beside write_wan_models' (same teacher, seed 0):
+    models/tmd/TRAINED_NAME and MERGED_NAME (fp32), models/diffusion_models/TEACHER_BF16_NAME, models/loras/LORA_NAME."""
+    from helpers_wan import save_original_layout
+    from safetensors.torch import save_file
+
+    import tmd_core
+
+    teacher = tiny_wan()
+    student = trained_like_student(teacher)
+    lora = style_lora(teacher)
+    out = {"trained": tmd_core.save_tmd(student, models / "tmd" / TRAINED_NAME)}
+    merge_lora(student, lora, LORA_STRENGTH)
+    out["merged"] = tmd_core.save_tmd(student, models / "tmd" / MERGED_NAME)
+    out["teacher_bf16"] = save_original_layout(teacher, models / "diffusion_models" / TEACHER_BF16_NAME,
+                                               prefix="model.diffusion_model.", dtype=__import__("torch").bfloat16)
+    (models / "loras").mkdir(parents=True, exist_ok=True)
+    save_file({k: v.contiguous() for k, v in lora.items()}, str(models / "loras" / LORA_NAME))
+    out["lora"] = models / "loras" / LORA_NAME
+    return out

@@ -14,7 +14,8 @@ API_FILES = sorted((WORKFLOWS / "api").glob("*.json"))
 # combos that list the user's model files: any name is fine in a shipped workflow
 MODEL_FILE_INPUTS = {("CLIPLoader", "clip_name"), ("VAELoader", "vae_name"), ("UNETLoader", "unet_name"),
                      ("TMDModelLoader", "ckpt_name"), ("TMDCheckpointInfo", "ckpt_name"),
-                     ("TMDDistill", "teacher_name")}  # fmt: skip
+                     ("TMDDistill", "teacher_name"), ("TMDApplyToModel", "tmd_name"),
+                     ("LoraLoaderModelOnly", "lora_name")}  # fmt: skip
 NODE_KEYS = {
     "id",
     "type",

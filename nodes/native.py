@@ -1,0 +1,45 @@
+"""TMDApplyToModel: a native Wan2.1 MODEL (UNETLoader, LoRAs, fp8) + TMD weights -> TMD_MODEL for TMDSampler."""
+
+from __future__ import annotations
+
+from ..tmd_core.errors import InputError
+from ..tmd_core.loading import describe_checkpoint
+from . import host
+from .native_patch import apply_tmd, student_weights
+
+
+def tmd_choices() -> list[str]:
+    """Files of the `tmd` model folders, then the shipped toy students (refused for a Wan MODEL, with the reason)."""
+    toy_teachers = set(host.toy_choices("teacher"))
+    return [n for n in host.checkpoint_choices() if not n.startswith(host.TEACHER_FOLDER + "/") and n not in toy_teachers]
+
+
+class TMDApplyToModel:
+    DESCRIPTION = ("Runs TMD on a native Wan2.1 t2v MODEL: the TMD checkpoint's changed weights become weight "
+                   "patches of the MODEL (stacking with its LoRAs), its fusion layer and gap embedding are added; "
+                   "ComfyUI loads, casts (fp8 too) and offloads everything as for any MODEL.")
+    CATEGORY = "TMD/loaders"
+    RETURN_TYPES = ("TMD_MODEL",)
+    RETURN_NAMES = ("tmd_model",)
+    OUTPUT_TOOLTIPS = ("The MODEL split into backbone + flow head, for TMDSampler.",)
+    FUNCTION = "apply"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {
+            "model": ("MODEL", {"tooltip": "A Wan2.1 text-to-video MODEL (UNETLoader, any weight dtype), LoRAs applied before this node stack with TMD."}),
+            "tmd_name": (tmd_choices(), {"tooltip": "A TMD student (tmd/1) from models/tmd distilled from this MODEL's teacher."}),
+        }}
+
+    def apply(self, model, tmd_name):
+        path = host.resolve_checkpoint(tmd_name)
+        kind = describe_checkpoint(path)["kind"]
+        if kind != "tmd":
+            raise InputError(f"{tmd_name} is a {kind} file, not a TMD checkpoint: pick a TMD student from models/tmd")
+        weights = student_weights(path, model)
+        out = apply_tmd(model, weights)
+        c = weights.tmd_config
+        info = {"head_blocks": c.head_blocks, "num_layers": c.num_layers, "outer_steps": c.schedule.outer_steps,
+                "inner_steps": c.schedule.inner_steps, "trained": bool(c.extra.get("trained", False)),
+                "ckpt_name": tmd_name, "kind": "native", "patched_weights": len(weights.weight_patches)}
+        return {"ui": {"tmd_info": [info]}, "result": (out,)}
