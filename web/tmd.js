@@ -8,7 +8,8 @@ import { describeSchedule, parseTmdInfo, resolveModelInfo } from "./tmd_logic.js
 
 const SCHEDULE = "TMDSchedule";
 const SAMPLER = "TMDSampler";
-const LOADER = "TMDModelLoader";
+// nodes that give a TMD_MODEL -> their checkpoint widget (TMDApplyToModel: a TMD student applied to a native MODEL)
+const LOADERS = { TMDModelLoader: "ckpt_name", TMDApplyToModel: "tmd_name" };
 const LINE_HEIGHT = 20; // px added below the widgets for the summary line
 
 function widgetValue(node, name) {
@@ -36,10 +37,11 @@ function downstreamSamplers(scheduleNode) {
 
 function modelInfoFor(samplerNode) {
   const loader = upstream(samplerNode, "model");
-  if (!loader || typeOf(loader) !== LOADER) return resolveModelInfo();
+  const widget = LOADERS[typeOf(loader)];
+  if (!widget) return resolveModelInfo();
   return resolveModelInfo({
     info: loader.tmdInfo ?? null,
-    ckptName: widgetValue(loader, "ckpt_name") ?? null,
+    ckptName: widgetValue(loader, widget) ?? null,
     headBlocksWidget: widgetValue(loader, "head_blocks") ?? null,
   });
 }
@@ -90,11 +92,12 @@ function chain(proto, name, fn) {
 // Asks the pack's route what the selected checkpoint holds (header only), so the line is right before the
 // loader runs, after a page reload and when the loader's output is cached (onExecuted not called again).
 async function fetchCheckpointInfo(loader) {
-  const name = widgetValue(loader, "ckpt_name");
+  const widget = LOADERS[typeOf(loader)];
+  const name = widgetValue(loader, widget);
   if (typeof name !== "string" || loader.tmdInfo?.ckptName === name) return;
   try {
     const res = await api.fetchApi(`/tmd/checkpoint_info?ckpt_name=${encodeURIComponent(name)}`);
-    if (!res.ok || widgetValue(loader, "ckpt_name") !== name) return; // refused, or changed meanwhile
+    if (!res.ok || widgetValue(loader, widget) !== name) return; // refused, or changed meanwhile
     const info = parseTmdInfo(await res.json());
     if (info) {
       loader.tmdInfo = info;
@@ -109,7 +112,7 @@ app.registerExtension({
   name: "tmd.effective_nfe",
   async beforeRegisterNodeDef(nodeType, nodeData) {
     const name = nodeData?.name;
-    if (name === LOADER) {
+    if (name in LOADERS) {
       chain(nodeType.prototype, "onExecuted", function (_r, message) {
         const info = parseTmdInfo(message);
         if (info) {
@@ -117,8 +120,8 @@ app.registerExtension({
           this.setDirtyCanvas?.(true, false);
         }
       });
-      chain(nodeType.prototype, "onWidgetChanged", function (_r, name) {
-        if (name === "ckpt_name") fetchCheckpointInfo(this);
+      chain(nodeType.prototype, "onWidgetChanged", function (_r, widgetName) {
+        if (widgetName === LOADERS[name]) fetchCheckpointInfo(this);
         this.setDirtyCanvas?.(true, false);
       });
       for (const hook of ["onNodeCreated", "onConfigure"]) {
