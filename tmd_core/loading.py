@@ -40,6 +40,7 @@ __all__ = [
 ]
 
 KINDS = ("wan-original", "wan-diffusers", "wan-diffusers-folder", "tmd")
+DMD_FORMAT = "wan-dmd"  # metadata `format` of a DMD2-v student: a plain Wan file, but no teacher (docs/design.md §4)
 _FLOAT8 = tuple(getattr(torch, n) for n in ("float8_e4m3fn", "float8_e5m2") if hasattr(torch, n))
 # Keys of ComfyUI's "scaled fp8" files that only describe the quantisation.
 _FP8_EXTRA_SUFFIXES = (".scale_weight", ".scale_input")

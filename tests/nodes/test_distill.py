@@ -171,6 +171,26 @@ def test_a_toy_teacher_needs_no_clip_and_makes_toy_latents(nodes, host, toy_asse
     assert prov["teacher"] == "toy_teacher.safetensors" and prov["stages"] == ["stage1"]
 
 
+def test_a_dmd2v_student_is_no_teacher_in_the_menu_nor_by_name(nodes, host, toy_assets, teacher_file):
+    import shutil
+
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    def as_dmd2v(src, dst):  # the same plain Wan file, marked as a DMD2-v student (what the training loop writes)
+        with safe_open(str(src), "pt") as f:
+            save_file({k: f.get_tensor(k) for k in f.keys()}, str(dst), metadata={**(f.metadata() or {}), "format": "wan-dmd"})
+        if src.with_suffix(".config.json").exists():
+            shutil.copy(src.with_suffix(".config.json"), dst.with_suffix(".config.json"))
+
+    as_dmd2v(toy_assets / "toy_teacher.safetensors", toy_assets / "toy_dmd2v.safetensors")
+    as_dmd2v(teacher_file, teacher_file.parent / "dmd.safetensors")
+    menu = nodes.TMDDistill.INPUT_TYPES()["optional"]["teacher_name"][0]
+    assert "toy/toy_teacher.safetensors" in menu and "toy/toy_dmd2v.safetensors" not in menu
+    with pytest.raises(ValueError, match="dmd.safetensors is a DMD2-v student .* pick the Wan teacher"):
+        distill(nodes, teacher_name="wan/dmd.safetensors")
+
+
 @pytest.mark.parametrize(
     ("over", "message"),
     [
