@@ -333,3 +333,20 @@ def test_unsupported_wan_variant(teacher, tmp_path):
     save_file(sd, str(tmp_path / "vace.safetensors"))
     with pytest.raises(CheckpointError, match="is a Wan VACE checkpoint"):
         load_teacher(tmp_path / "vace.safetensors", config=HEADS)
+
+
+def test_heads_by_wan_rule_for_an_unknown_size_are_said_aloud(tmp_path, caplog):
+    # a 128-wide model with 2 heads of 64 (the toy teacher) loaded without its config sidecar: Wan's rule says
+    # 1 head; the outputs would be wrong without any error, so the loader warns (found when a copied toy teacher
+    # lost its sidecar and silently made wrong training data)
+    import logging
+
+    from helpers_wan import make_tiny_teacher, save_diffusers_single
+
+    from tmd_core.loading import load_teacher
+
+    path = tmp_path / "t.safetensors"
+    save_diffusers_single(make_tiny_teacher(0, num_attention_heads=2, attention_head_dim=64), path, sidecar=False)
+    with caplog.at_level(logging.WARNING, logger="tmd_core.layouts"):
+        load_teacher(path)
+    assert "heads by Wan's rule" in caplog.text and "config.json" in caplog.text

@@ -10,6 +10,7 @@ the ComfyUI node can hand over a native MODEL's weights. The config is read from
 from __future__ import annotations
 
 import json
+import logging
 import math
 import re
 from collections.abc import Iterable, Mapping
@@ -17,6 +18,8 @@ from pathlib import Path
 from typing import Any
 
 from .errors import CheckpointError, InputError
+
+log = logging.getLogger(__name__)
 
 # Prefixes ComfyUI puts in front of the diffusion model's keys (full checkpoints, MODEL.state_dict()).
 COMFY_PREFIXES = ("model.diffusion_model.", "diffusion_model.")
@@ -209,6 +212,7 @@ def infer_wan_config(state_dict_or_shapes: Mapping[str, Any], num_attention_head
 
     patch = need("patch_embedding.weight")  # (dim, in_channels, pt, ph, pw)
     dim, in_channels, patch_size = patch[0], patch[1], list(patch[2:])
+    inferred_heads = num_attention_heads is None
     if num_attention_heads is None:
         if dim % WAN_HEAD_DIM:
             raise CheckpointError(
@@ -249,7 +253,13 @@ def infer_wan_config(state_dict_or_shapes: Mapping[str, Any], num_attention_head
     if "condition_embedder.image_embedder.pos_embed" in shapes:
         config["pos_embed_seq_len"] = shapes["condition_embedder.image_embedder.pos_embed"][1]
     name = match_shipped_config(config)
-    return shipped_config(name) if name else config
+    if name:
+        return shipped_config(name)
+    if inferred_heads:  # not a shipped Wan size: the head count is Wan's rule, which a custom model may not follow
+        log.warning("Wan config inferred from shapes without a config: %d-wide model, %d heads by Wan's rule "
+                    "(width / %d). A model trained with another head count gives wrong outputs without any error: "
+                    "put '<name>.config.json' next to the checkpoint.", dim, num_attention_heads, WAN_HEAD_DIM)
+    return config
 
 
 def shipped_config(name: str) -> dict:
