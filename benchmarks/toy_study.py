@@ -210,6 +210,13 @@ def cmd_report(args) -> None:
                     pairs.append({"a": f"{tmd_var} s{seed} {a}", "b": f"dmd2v s{seed} {b}",
                                   "world": worlds[(tmd_var, seed)],
                                   **{k: compare(ra, rb, k).to_dict() for k in ("adherence", "quality", "diversity")}})
+    for var, base in ABLATIONS:  # stage-1 ablations against TM-MF with gated fusion, seed by seed
+        for row in ("TMD outer 2 x inner 2", "TMD outer 1 x inner 2"):
+            for seed in sorted(set(benches.get(var, {})) & set(benches.get(base, {}))):
+                ra, rb = benches[var][seed].get(row), benches[base][seed].get(row)
+                if ra and rb and "per_clip" in ra and "per_clip" in rb and worlds[(var, seed)] == worlds[(base, seed)]:
+                    pairs.append({"a": f"{var} s{seed} {row}", "b": f"{base} s{seed} {row}", "world": worlds[(var, seed)],
+                                  **{k: compare(ra, rb, k).to_dict() for k in ("adherence", "quality", "diversity")}})
     for f in sorted(kept.glob("*_paired.json")):  # worlds whose per-clip records are lost: their paired results
         old = json.loads(f.read_text())
         pairs += [{**p, "world": old["world"]} for p in old["paired"]]
@@ -226,6 +233,7 @@ def cmd_report(args) -> None:
     print(f"wrote {res / 'toy_study.json'}, {res / 'toy_study.md'}, {res / 'toy_study_losses.png'}")
 
 
+ABLATIONS = (("s1_tm", "s1_tmmf"), ("s1_concat", "s1_tmmf"))  # (variant, baseline): the paper's stage-1 ablations
 COMPARED = (("TMD outer 2 x inner 2", "dmd2v", "DMD2-v 2-step"), ("TMD outer 1 x inner 2", "dmd2v", "DMD2-v 1-step"))
 
 
