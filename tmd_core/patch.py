@@ -65,16 +65,18 @@ def describe_architecture(config: Mapping) -> str:
             f"text {c.get('text_dim')})")
 
 
+STUDENT_HINT = "pass the teacher the student was distilled from"
+PATCH_HINT = "a patch only fits the architecture of the teacher it was extracted from; use that teacher (its provenance names it)"
+
+
 def check_same_architecture(patch_config: Mapping, teacher_config: Mapping, patch_name: str = "the patch",
-                            teacher_name: str = "the teacher") -> None:
+                            teacher_name: str = "the teacher", hint: str = PATCH_HINT) -> None:
     """CheckpointError naming both architectures unless they agree on every field of ARCH_FIELDS."""
     p, t = normalize_config(patch_config), normalize_config(teacher_config)
     differ = [f"{k} {p.get(k)} vs {t.get(k)}" for k in ARCH_FIELDS if p.get(k) != t.get(k)]
     if differ:
-        raise CheckpointError(
-            f"{patch_name} was made for {describe_architecture(p)}; {teacher_name} is {describe_architecture(t)} "
-            f"(they differ in {', '.join(differ)}): a patch only fits the architecture of the teacher it was "
-            "extracted from; use that teacher (its provenance names it)")
+        raise CheckpointError(f"{patch_name} was made for {describe_architecture(p)}; {teacher_name} is "
+                              f"{describe_architecture(t)} (they differ in {', '.join(differ)}): {hint}")
 
 
 def _transformer_part(student_sd: Mapping) -> dict:
@@ -169,7 +171,7 @@ def extract_patch_from_models(student: TMDModel, teacher: nn.Module, rank: int, 
     from .wan_build import transformer_config_dict
 
     check_same_architecture(transformer_config_dict(student.transformer), transformer_config_dict(teacher),
-                            "the student", "the teacher")
+                            "the student", "the teacher", STUDENT_HINT)
     return extract_patch(student.state_dict(), teacher.state_dict(), rank, tmd_config=student.tmd_config,
                          base_config=transformer_config_dict(teacher), **kwargs)
 

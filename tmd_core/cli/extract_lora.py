@@ -33,7 +33,7 @@ def _plan(args) -> tuple[dict, Path]:
     """Every input checked from the headers, before anything is loaded."""
     from ..errors import InputError
     from ..loading import describe_checkpoint
-    from ..patch import check_same_architecture
+    from ..patch import STUDENT_HINT, check_same_architecture
     from ..validation import check_int, check_output_file
 
     check_int("--rank", args.rank, 1, 1 << 16, hint="a LoRA rank such as 32 or 64")
@@ -46,7 +46,8 @@ def _plan(args) -> tuple[dict, Path]:
         raise InputError(f"--teacher: {Path(args.teacher).name} is a TMD {'student' if t_info['kind'] == 'tmd' else 'patch'}"
                          ", not a Wan teacher: give the teacher the student was distilled from")
     check_same_architecture(info["transformer_config"], t_info["transformer_config"],
-                            f"the student {Path(args.student).name}", f"the teacher {Path(args.teacher).name}")
+                            f"the student {Path(args.student).name}", f"the teacher {Path(args.teacher).name}",
+                            STUDENT_HINT)
     student = Path(args.student)
     out = check_output_file("--out", args.out or student.with_name(f"{student.stem}.lora{args.rank}.safetensors"),
                             force=args.force)

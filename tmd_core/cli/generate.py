@@ -164,7 +164,6 @@ def plan(args) -> Plan:
         check_same_architecture(cfg, t_info["transformer_config"], Path(args.checkpoint).name, Path(args.teacher).name)
     if info["kind"] in ("tmd", "tmd-patch"):
         mode = "tmd" if info["kind"] == "tmd" else "patch"
-        mode = "tmd"
         if args.head_blocks is not None:
             raise InputError(f"--head-blocks splits a plain teacher; {Path(args.checkpoint).name} is a TMD student "
                              f"(H = {info['head_blocks']} of {layers}): leave --head-blocks out")
