@@ -89,6 +89,23 @@ def test_error_falls_with_rank_and_is_what_the_factors_leave(pair):
     assert rows[0]["max_layer"] == pytest.approx(worst, rel=1e-4)
 
 
+def test_large_matrices_transposed_and_randomized_svd_agree_with_the_exact_one(monkeypatch):
+    """Past SVD_FP64_MAX elements: float32, a wide matrix decomposed as its transpose, randomized for small ranks."""
+    import tmd_core.patch as patch_mod
+
+    g = torch.Generator().manual_seed(0)
+    mat = torch.randn(40, 6, generator=g) @ torch.randn(6, 100, generator=g) + 0.01 * torch.randn(40, 100, generator=g)
+    exact = torch.linalg.svdvals(mat.double())
+    monkeypatch.setattr(patch_mod, "SVD_FP64_MAX", 0)
+    for rank in (4, 30):  # 4: randomized (4 * 4 < 40); 30: exact float32
+        u, s, vh = patch_mod._svd(mat, rank)
+        assert u.shape[0] == 40 and vh.shape[1] == 100 and s.dtype == torch.float32
+        assert torch.allclose(s[:rank].double(), exact[:rank], rtol=1e-3)
+        approx = (u[:, :rank] * s[:rank]) @ vh[:rank]
+        best = exact[rank:].square().sum().sqrt()
+        assert (mat - approx).norm() <= 1.01 * best + 1e-5
+
+
 def test_what_is_lora_and_what_is_whole(pair):
     teacher, student = pair
     patch = extract_patch_from_models(student, teacher, 2)

@@ -87,9 +87,26 @@ def _is_lora_weight(key: str, value: torch.Tensor) -> bool:
     return key.endswith(".weight") and value.ndim >= 2
 
 
-def _svd(delta: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    dtype = torch.float64 if delta.numel() <= SVD_FP64_MAX else torch.float32
-    return torch.linalg.svd(delta.to(dtype), full_matrices=False)
+def _svd(mat: torch.Tensor, rank: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(U [out, k], S [k], Vh [k, in]) of the k >= min(rank, out, in) largest singular values of `mat`.
+
+    Small matrices: exact, float64. Large ones (> SVD_FP64_MAX elements): float32; exact when the rank is at
+    least a quarter of min(out, in), else randomized (torch.svd_lowrank, rank + 16 columns, 4 power iterations),
+    about 5x faster on Wan's 1536 x 8960 FFN matrices. LAPACK is several times slower on wide matrices than on
+    tall ones, so a wide matrix is decomposed as its transpose.
+    """
+    if mat.numel() <= SVD_FP64_MAX:
+        return torch.linalg.svd(mat.double(), full_matrices=False)
+    wide = mat.shape[0] < mat.shape[1]
+    m = mat.float().T if wide else mat.float()
+    if 4 * rank < min(m.shape):
+        with torch.random.fork_rng():  # the same patch on every run, whatever the caller's random state
+            torch.manual_seed(0)
+            u, s, v = torch.svd_lowrank(m, q=min(rank + 16, min(m.shape)), niter=4)
+        vh = v.T
+    else:
+        u, s, vh = torch.linalg.svd(m, full_matrices=False)
+    return (vh.T, s, u.T) if wide else (u, s, vh)
 
 
 def _error_rows(tails: dict[str, torch.Tensor], totals: dict[str, float], ranks: list[int]) -> list[dict]:
@@ -99,6 +116,7 @@ def _error_rows(tails: dict[str, torch.Tensor], totals: dict[str, float], ranks:
     for r in ranks:
         per = {k: math.sqrt(float(tail[min(r, len(tail) - 1)]) / totals[k]) for k, tail in tails.items()}
         worst = max(per, key=per.get) if per else None
+        worst = worst if worst and per[worst] > 0 else None
         agg = math.sqrt(sum(float(tail[min(r, len(tail) - 1)]) for tail in tails.values()) / total) if total else 0.0
         rows.append({"rank": r, "relative": agg, "max_layer": per[worst] if worst else 0.0, "max_layer_name": worst})
     return rows
@@ -144,14 +162,17 @@ def extract_patch(student_sd: Mapping[str, torch.Tensor], teacher_sd: Mapping[st
             pass
         elif _is_lora_weight(k, delta):
             mat = delta.flatten(1)
-            u, s, vh = _svd(mat)
+            u, s, vh = _svd(mat, rank)
             r = min(rank, s.numel())
             root = s[:r].sqrt()
-            a, b = (root[:, None] * vh[:r]).to(dtype), (u[:, :r] * root).to(dtype)
-            lora[k] = (a.contiguous(), b.contiguous())
-            sq = s.double().square()
-            tails[k] = torch.cat([sq.flip(0).cumsum(0).flip(0), sq.new_zeros(1)])  # tails[k][r] = Σ_{i>=r} σ_i²
-            totals[k] = float(tails[k][0])
+            a, b = (root[:, None] * vh[:r]).to(u.dtype), (u[:, :r] * root).to(u.dtype)
+            lora[k] = (a.to(dtype).contiguous(), b.to(dtype).contiguous())
+            totals[k] = float(mat.double().square().sum())
+            # tails[k][r] = ‖ΔW‖² − Σ_{i<r} σ_i² = ‖ΔW − ΔW_r‖²; past the singular values computed: 0 (exact SVD)
+            # or the last value (randomized: only the top ranks are known, and only they are reported)
+            kept = torch.cat([s.new_zeros(1), s.double().square().cumsum(0)])
+            tails[k] = (totals[k] - kept).clamp_min(0.0)
+            a, b = lora[k]
             stored_sq += float((mat - b.float() @ a.float()).double().square().sum())
         else:
             full[k] = delta

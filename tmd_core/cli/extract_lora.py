@@ -65,7 +65,7 @@ def format_errors(errors: list[dict]) -> str:
             lines.append(f"stored  {e['relative']:.3e}  (rank {errors[-2]['rank']}, factors cast to {e['dtype']})")
         else:
             lines.append(f"{e['rank']:<6}  {e['relative']:.3e}                       {e['max_layer']:.3e}  "
-                         f"{e['max_layer_name']}")
+                         f"{e['max_layer_name'] or '-'}")
     return "\n".join(lines)
 
 
