@@ -227,24 +227,27 @@ def apply_patch(teacher, patch: Patch, *, source: str = "the patch", teacher_nam
         teacher = teacher_from_state_dict(teacher, config=patch.base_config, source=teacher_name)
     check_same_architecture(patch.base_config, transformer_config_dict(teacher), source, teacher_name)
     own = dict(teacher.state_dict())
-    for k in [*patch.lora, *patch.full]:
+    for k in [*patch.lora, *patch.full]:  # every check before the first change: a refused patch leaves the teacher
         if k not in own:
             raise CheckpointError(f"{source} changes {k!r}, which {teacher_name} does not have: the patch is corrupt "
                                   "or for another model; extract it again")
+        w = own[k]
+        if k in patch.lora:
+            a, b = patch.lora[k]
+            ok, got = b.shape[0] * a.shape[1] == w.numel() and b.shape[0] == w.shape[0], f"B {tuple(b.shape)} @ A {tuple(a.shape)}"
+        else:
+            ok, got = tuple(patch.full[k].shape) == tuple(w.shape), f"a difference of {tuple(patch.full[k].shape)}"
+        if not ok:
+            raise CheckpointError(f"{source}: {k!r} is {tuple(w.shape)} in {teacher_name}, the patch holds {got}: "
+                                  "the patch is corrupt; extract it again")
     with torch.no_grad():
-        for k in patch.lora:
-            w = own[k]
-            d = patch.delta(k)
-            if d.numel() != w.numel():
-                raise CheckpointError(f"{source}: the LoRA of {k!r} is {tuple(d.shape)}, the weight is {tuple(w.shape)}: "
-                                      "the patch is corrupt; extract it again")
-            _set(teacher, k, (w.float() + d.to(w.device).reshape(w.shape)).to(w.dtype))
+        for k in patch.lora:  # pop: the replaced tensor (and its pages of a mapped file) is freed at once
+            w = own.pop(k)
+            _set(teacher, k, (w.float() + patch.delta(k).to(w.device).reshape(w.shape)).to(w.dtype))
         for k, d in patch.full.items():
-            w = own[k]
-            if tuple(d.shape) != tuple(w.shape):
-                raise CheckpointError(f"{source}: the difference of {k!r} is {tuple(d.shape)}, the tensor is "
-                                      f"{tuple(w.shape)}: the patch is corrupt; extract it again")
+            w = own.pop(k)
             _set(teacher, k, (w.float() + d.to(w.device).float()).to(w.dtype))
+    own = w = None  # drop the last references to replaced tensors
     model = TMDModel(teacher, patch.tmd_config)
     p = next(teacher.parameters())
     own_extra = {k: v for k, v in model.state_dict().items() if k.startswith(EXTRA_PARTS)}
