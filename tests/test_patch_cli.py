@@ -52,6 +52,17 @@ def test_extract_lora_prints_errors_per_rank_and_the_patch_samples_like_the_stud
     assert (a[key] - b[key]).abs().max().item() <= 1e-4
 
 
+def test_a_dmd2v_student_is_not_a_patch_teacher(tmp_path, capsys):
+    t, s, ctx = _files(tmp_path)
+    from safetensors.torch import load_file as lf
+
+    dmd = tmp_path / "dmd.safetensors"
+    save_file(lf(str(t)), str(dmd), metadata={"format": "wan-dmd"})
+    (tmp_path / "dmd.config.json").write_text((tmp_path / "teacher.config.json").read_text())
+    assert main(["extract-lora", str(s), "--teacher", str(dmd), "--rank", "4"]) == 1
+    assert "--teacher: dmd.safetensors is a DMD2-v student, not a Wan teacher" in capsys.readouterr().err
+
+
 def test_extract_lora_bf16_factors_halve_the_file(tmp_path, capsys):
     t, s, _ = _files(tmp_path)
     for dtype in ("fp32", "bf16"):

@@ -201,6 +201,15 @@ def load_patch(path) -> Patch:
                  errors=list(lora_meta.get("errors", [])))
 
 
+def check_teacher_info(info: dict, name: str, flag: str = "the teacher", error=CheckpointError) -> None:
+    """A patch's teacher (or an extraction's) must be a Wan teacher: not a TMD student or patch, not a DMD2-v student."""
+    what = {"tmd": "a TMD student", "tmd-patch": "a TMD patch"}.get(info["kind"])
+    if what is None and info.get("format") == "wan-dmd":
+        what = "a DMD2-v student"
+    if what:
+        raise error(f"{flag} {name} is {what}, not a Wan teacher: give the teacher the TMD student was distilled from")
+
+
 def load_patched(patch_path, teacher, dtype: torch.dtype | None = None, device="cpu"):
     """A TMDModel from a patch file and its teacher (a path in any teacher layout, or a loaded model).
 
@@ -214,9 +223,7 @@ def load_patched(patch_path, teacher, dtype: torch.dtype | None = None, device="
     name = Path(patch_path).name
     if isinstance(teacher, (str, Path)):
         t_info = describe_checkpoint(teacher)
-        if t_info["kind"] in ("tmd", "tmd-patch"):
-            raise CheckpointError(f"the teacher {Path(teacher).name} is a {'TMD student' if t_info['kind'] == 'tmd' else 'TMD patch'}"
-                                  f", not a Wan teacher: give the teacher the patch {name} was extracted from")
+        check_teacher_info(t_info, Path(teacher).name)
         check_same_architecture(info["transformer_config"], t_info["transformer_config"], name, Path(teacher).name)
         teacher_name = Path(teacher).name
         teacher = load_teacher(teacher, dtype=dtype)

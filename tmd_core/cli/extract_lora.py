@@ -41,10 +41,10 @@ def _plan(args) -> tuple[dict, Path]:
     if info["kind"] != "tmd":
         what = "a TMD patch already" if info["kind"] == "tmd-patch" else f"a plain Wan model ({info['kind']})"
         raise InputError(f"STUDENT: {Path(args.student).name} is {what}; extract-lora needs a full TMD student (tmd/1)")
+    from ..patch_file import check_teacher_info
+
     t_info = describe_checkpoint(args.teacher)
-    if t_info["kind"] in ("tmd", "tmd-patch"):
-        raise InputError(f"--teacher: {Path(args.teacher).name} is a TMD {'student' if t_info['kind'] == 'tmd' else 'patch'}"
-                         ", not a Wan teacher: give the teacher the student was distilled from")
+    check_teacher_info(t_info, Path(args.teacher).name, "--teacher:", InputError)
     check_same_architecture(info["transformer_config"], t_info["transformer_config"],
                             f"the student {Path(args.student).name}", f"the teacher {Path(args.teacher).name}",
                             STUDENT_HINT)

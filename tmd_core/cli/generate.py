@@ -156,11 +156,10 @@ def plan(args) -> Plan:
         if args.teacher is None:
             raise InputError(f"{Path(args.checkpoint).name} is a TMD patch: give the teacher it applies to with --teacher")
         from ..patch import check_same_architecture
+        from ..patch_file import check_teacher_info
 
         t_info = describe_checkpoint(args.teacher)
-        if t_info["kind"] in ("tmd", "tmd-patch"):
-            raise InputError(f"--teacher: {Path(args.teacher).name} is a TMD {'student' if t_info['kind'] == 'tmd' else 'patch'}"
-                             ", not a Wan teacher: give the teacher the patch was extracted from")
+        check_teacher_info(t_info, Path(args.teacher).name, "--teacher:", InputError)
         check_same_architecture(cfg, t_info["transformer_config"], Path(args.checkpoint).name, Path(args.teacher).name)
     if info["kind"] in ("tmd", "tmd-patch"):
         mode = "tmd" if info["kind"] == "tmd" else "patch"
