@@ -23,7 +23,7 @@ from .model import TMDConfig, TMDModel
 # what fixes a patch's tensors and their meaning: a teacher must agree on all of them (docs/patches.md §3)
 ARCH_FIELDS = (*SHAPE_FIELDS, "cross_attn_norm", "qk_norm", "image_dim", "added_kv_proj_dim")
 EXTRA_PARTS = ("fusion.", "emb_gap.")  # the student's own modules, stored whole
-SVD_FP64_MAX = 1 << 22  # matrices up to this many elements are decomposed in float64, larger ones in float32
+SVD_FP64_MAX = 1 << 20  # matrices up to this many elements are decomposed in float64, larger ones in float32
 
 
 @dataclass
