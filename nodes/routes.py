@@ -24,7 +24,7 @@ def checkpoint_info(ckpt_name: str) -> dict:
         raise InputError(f"{ckpt_name!r} is not in the TMD loader's menu")
     info = describe_checkpoint(host.resolve_checkpoint(ckpt_name))
     kind = "tmd" if info["kind"] == "tmd" else "teacher"  # anything else is split on load with the widget's H
-    return {"ckpt_name": ckpt_name, "kind": kind, "num_layers": info["num_layers"],
+    return {"ckpt_name": ckpt_name, "kind": kind, "num_layers": info.get("num_layers"),
             "head_blocks": info.get("head_blocks") if kind == "tmd" else None}
 
 

@@ -108,6 +108,10 @@ def build_world(root: Path) -> SimpleNamespace:
     w.run_done = root / "run_done"
     w.run_done.mkdir()
     (w.run_done / "state-stage1.safetensors").write_bytes(b"x")
+    from tmd_core.patch import extract_patch_from_models
+    from tmd_core.patch_file import save_patch
+
+    w.patch = save_patch(extract_patch_from_models(tmd_core.load_tmd(w.student), teacher, 2), root / "patch.safetensors")
     w.workflow = root / "wf.json"
     w.workflow.write_text(json.dumps({"1": {"class_type": "TMDSchedule", "inputs": {}}}))
     return w
@@ -467,11 +471,63 @@ def _split(h):
     return run
 
 
+def _lora(w, *extra, student="student", teacher="teacher"):
+    return ["extract-lora", str(getattr(w, student)), "--teacher", str(getattr(w, teacher)), "--rank", "2",
+            "--out", str(w.root / "out" / "p.safetensors"), *extra]
+
+
+def _apply_patch_other(w):
+    from tmd_core.patch import apply_patch
+    from tmd_core.patch_file import load_patch
+
+    apply_patch(__import__("tmd_core").load_teacher(w.toy_teacher), load_patch(w.patch), source="patch.safetensors",
+                teacher_name="toy_teacher.safetensors")
+
+
 def _load_config_python(w):
     from tmd_core.training.config import load_config
 
     load_config("tiny", w.yaml_python)
 
+
+CASES += [  # ---- TMD patches (docs/patches.md)
+    Case("lora-rank-0", "cli", "`extract-lora --rank 0`", lambda w: _lora(w)[:5] + ["0"] + _lora(w)[6:],
+         ("--rank must be an integer from 1 to 65536, got 0",)),
+    Case("lora-student-is-teacher", "cli", "`extract-lora TEACHER --teacher TEACHER`",
+         lambda w: _lora(w, student="teacher"), ("STUDENT: teacher.safetensors is a plain Wan model",
+                                                 "needs a full TMD student")),
+    Case("lora-student-is-patch", "cli", "`extract-lora PATCH --teacher T`", lambda w: _lora(w, student="patch"),
+         ("STUDENT: patch.safetensors is a TMD patch already",)),
+    Case("lora-teacher-is-student", "cli", "`extract-lora STUDENT --teacher STUDENT`",
+         lambda w: _lora(w, teacher="student"), ("--teacher: student.safetensors is a TMD student, not a Wan teacher",
+                                                 "give the teacher the TMD student was distilled from")),
+    Case("lora-teacher-other-arch", "cli", "`extract-lora STUDENT --teacher` a teacher of another architecture",
+         lambda w: _lora(w, teacher="toy_teacher"),
+         ("the student student.safetensors was made for a Wan model (4 layers, width 32",
+          "the teacher toy_teacher.safetensors is a Wan model (2 layers", "num_layers 4 vs 2",
+          "pass the teacher the student was distilled from")),
+    Case("lora-out-exists", "cli", "`extract-lora --out` an existing file",
+         lambda w: _lora(w)[:-1] + [str(w.existing)], ("--out:", "already exists")),
+    Case("gen-patch-no-teacher", "cli", "`generate PATCH` without --teacher", lambda w: _gen(w, ckpt="patch"),
+         ("patch.safetensors is a TMD patch: give the teacher it applies to with --teacher",)),
+    Case("gen-patch-other-arch", "cli", "`generate PATCH --teacher` a teacher of another architecture",
+         lambda w: _gen(w, "--teacher", str(w.toy_teacher), ckpt="patch"),
+         ("patch.safetensors was made for a Wan model (4 layers", "toy_teacher.safetensors is a Wan model (2 layers",
+          "a patch only fits the architecture of the teacher it was extracted from")),
+    Case("gen-teacher-on-student", "cli", "`generate STUDENT --teacher T`", lambda w: _gen(w, "--teacher", str(w.teacher)),
+         ("--teacher is the teacher of a TMD patch; student.safetensors is not a patch",)),
+    Case("api-apply-patch-other-arch", "api", "`apply_patch(teacher of another architecture, patch)`",
+         _apply_patch_other, ("patch.safetensors was made for a Wan model (4 layers",
+                              "toy_teacher.safetensors is a Wan model (2 layers")),
+    Case("api-load-patch-garbage", "api", "`load_patch` of random bytes",
+         lambda w: __import__("tmd_core.patch_file", fromlist=["x"]).load_patch(w.garbage),
+         ("garbage.safetensors is not a readable safetensors file",)),
+    Case("api-load-patch-student", "api", "`load_patch` of a full TMD student",
+         lambda w: __import__("tmd_core.patch_file", fromlist=["x"]).load_patch(w.student),
+         ("student.safetensors is a full TMD student, not a TMD patch",)),
+    Case("api-load-tmd-patch", "api", "`load_tmd` of a TMD patch", lambda w: __import__("tmd_core").load_tmd(w.patch),
+         ("patch.safetensors is a TMD patch", "load it together with its teacher")),
+]
 
 CASES += [
     Case("api-load-tmd-dtype", "api", "`load_tmd(path, dtype='banana')`", _load_tmd_dtype,

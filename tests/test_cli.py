@@ -103,7 +103,7 @@ def test_every_listed_verb_exists(capsys):
     from tmd_core.cli import build_parser
 
     verbs = build_parser()._subparsers._group_actions[0].choices
-    assert sorted(verbs) == ["comfy-run", "demo", "distill", "eval", "generate", "info", "make-data", "toy"]
+    assert sorted(verbs) == ["comfy-run", "demo", "distill", "eval", "extract-lora", "generate", "info", "make-data", "toy"]
     for verb in verbs:
         with pytest.raises(SystemExit) as stop:
             main([verb, "--help"])

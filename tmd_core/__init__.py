@@ -5,6 +5,8 @@ from .errors import CheckpointError, ConfigError, InputError, NonFiniteError, TM
 from .loading import describe_checkpoint, detect_checkpoint_kind, load_teacher, teacher_sha256
 from .model import BackboneOut, TMDConfig, TMDModel
 from .noise import make_noise
+from .patch import Patch, apply_patch, extract_patch
+from .patch_file import load_patch, load_patched, read_patch_info, save_patch
 from .sampler import sample_dmd, sample_teacher, sample_tmd
 from .schedule import TMDSchedule, effective_nfe, shifted_grid
 from .version import __version__
@@ -16,11 +18,18 @@ __all__ = [
     "ConfigError",
     "InputError",
     "NonFiniteError",
+    "Patch",
     "TMDConfig",
     "TMDError",
     "TMDModel",
     "TMDSchedule",
     "effective_nfe",
+    "apply_patch",
+    "extract_patch",
+    "load_patch",
+    "load_patched",
+    "read_patch_info",
+    "save_patch",
     "describe_checkpoint",
     "detect_checkpoint_kind",
     "load_teacher",

@@ -140,6 +140,11 @@ def _open_header(path) -> tuple[dict, dict[str, tuple[tuple[int, ...], str]]]:
 
 def _check_format(path, metadata: dict, keys: list[str]) -> None:
     fmt = metadata.get("format")
+    if fmt == FORMAT and metadata.get("kind") == "patch":  # docs/patches.md
+        raise CheckpointError(
+            f"{Path(path).name} is a TMD patch (the student's changes to its teacher), not a full student: load it "
+            "together with its teacher (tmd_core.load_patched(patch, teacher); tmd generate PATCH --teacher T)"
+        )
     if fmt == FORMAT:
         return
     if fmt and fmt.startswith("tmd/"):

@@ -39,7 +39,7 @@ __all__ = [
     "original_to_diffusers_state_dict", "diffusers_to_original_state_dict",
 ]
 
-KINDS = ("wan-original", "wan-diffusers", "wan-diffusers-folder", "tmd")
+KINDS = ("wan-original", "wan-diffusers", "wan-diffusers-folder", "tmd", "tmd-patch")
 DMD_FORMAT = "wan-dmd"  # metadata `format` of a DMD2-v student: a plain Wan file, but no teacher (docs/design.md §4)
 _FLOAT8 = tuple(getattr(torch, n) for n in ("float8_e4m3fn", "float8_e5m2") if hasattr(torch, n))
 # Keys of ComfyUI's "scaled fp8" files that only describe the quantisation.
@@ -193,7 +193,8 @@ def detect_checkpoint_kind(path: str | Path) -> str:
 
     Returns:
         "wan-original" (original/ComfyUI keys), "wan-diffusers" (diffusers keys, one file),
-        "wan-diffusers-folder" (config.json + shards) or "tmd" (a TMD student, format "tmd/N").
+        "wan-diffusers-folder" (config.json + shards), "tmd" (a TMD student, format "tmd/N") or "tmd-patch" (a
+        TMD patch: format "tmd/N", kind "patch", docs/patches.md).
         Raises CheckpointNotFoundError (a CheckpointError and a FileNotFoundError) for a missing path,
         CheckpointError for anything else.
     """
@@ -217,7 +218,7 @@ def detect_checkpoint_kind(path: str | Path) -> str:
         )
     entries, metadata = read_safetensors_header(path)
     if metadata.get("format", "").startswith("tmd/"):
-        return "tmd"
+        return "tmd-patch" if metadata.get("kind") == "patch" else "tmd"
     layout = detect_layout(entries)
     if layout == "tmd":
         return "tmd"
@@ -262,6 +263,10 @@ def describe_checkpoint(path: str | Path) -> dict:
         from .checkpoint import read_tmd_info
 
         return read_tmd_info(path)
+    if kind == "tmd-patch":
+        from .patch_file import read_patch_info
+
+        return read_patch_info(path)
     if kind == "wan-diffusers-folder":
         folder = _diffusers_folder(path)
         file_config, files = _read_folder_config(folder), _folder_weight_files(folder)
@@ -327,6 +332,11 @@ def load_teacher(
         raise CheckpointError(
             f"{path.name} is a TMD checkpoint (format 'tmd/...'), not a plain Wan teacher: load it with "
             f"tmd_core.load_tmd (ComfyUI: TMDModelLoader), or pass the teacher's own Wan file."
+        )
+    if kind == "tmd-patch":
+        raise CheckpointError(
+            f"{path.name} is a TMD patch, not a plain Wan teacher: pass the teacher's own Wan file, and the patch "
+            f"beside it (tmd_core.load_patched(patch, teacher))."
         )
     if kind == "wan-diffusers-folder":
         folder = _diffusers_folder(path)

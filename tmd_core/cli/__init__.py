@@ -16,7 +16,7 @@ from ..errors import TMDError
 
 # verb modules; each defines `register(subparsers)` which adds one sub-command whose
 # handler is stored as `func` (returns an exit code or None).
-_VERBS = ["demo", "info", "generate", "distill", "make_data", "toy", "eval", "comfy_run"]
+_VERBS = ["demo", "info", "generate", "distill", "make_data", "toy", "eval", "comfy_run", "extract_lora"]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -27,7 +27,8 @@ def register(sub) -> None:
         description="Sample with a tmd/1 student (its trained outer x inner steps unless given), a Wan teacher "
         "(Euler with CFG), or a teacher split into an untrained student (--head-blocks). Toy-world models take "
         "--prompt and also write a video; Wan models take --context (umt5 embeddings).")
-    p.add_argument("checkpoint", help="tmd/1 checkpoint or a Wan teacher (any supported layout)")
+    p.add_argument("checkpoint", help="tmd/1 checkpoint, a TMD patch (with --teacher) or a Wan teacher (any layout)")
+    p.add_argument("--teacher", help="the Wan teacher a TMD patch applies to (tmd extract-lora; docs/patches.md)")
     text = p.add_mutually_exclusive_group(required=True)
     text.add_argument("--context", help="safetensors file with 'context' [B, L, text_dim] (and optionally "
                       "'negative_context', used for the teacher's CFG)")
@@ -60,7 +61,7 @@ def register(sub) -> None:
 class Plan:
     """Everything `run` will do, decided from the arguments and file headers only."""
 
-    mode: str  # "tmd" | "split" | "teacher"
+    mode: str  # "tmd" | "patch" | "split" | "teacher"
     info: dict  # describe_checkpoint(checkpoint)
     toy: bool
     shape: tuple  # (C, F, H, W)
@@ -148,8 +149,20 @@ def plan(args) -> Plan:
     cfg = info["transformer_config"]
     toy = is_toy_config(cfg)
     layers = info["num_layers"]
-    if info["kind"] == "tmd":
-        mode = "tmd"
+    if args.teacher is not None and info["kind"] != "tmd-patch":
+        raise InputError(f"--teacher is the teacher of a TMD patch; {Path(args.checkpoint).name} is not a patch: leave "
+                         "--teacher out")
+    if info["kind"] == "tmd-patch":
+        if args.teacher is None:
+            raise InputError(f"{Path(args.checkpoint).name} is a TMD patch: give the teacher it applies to with --teacher")
+        from ..patch import check_same_architecture
+        from ..patch_file import check_teacher_info
+
+        t_info = describe_checkpoint(args.teacher)
+        check_teacher_info(t_info, Path(args.teacher).name, "--teacher:", InputError)
+        check_same_architecture(cfg, t_info["transformer_config"], Path(args.checkpoint).name, Path(args.teacher).name)
+    if info["kind"] in ("tmd", "tmd-patch"):
+        mode = "tmd" if info["kind"] == "tmd" else "patch"
         if args.head_blocks is not None:
             raise InputError(f"--head-blocks splits a plain teacher; {Path(args.checkpoint).name} is a TMD student "
                              f"(H = {info['head_blocks']} of {layers}): leave --head-blocks out")
@@ -232,7 +245,7 @@ def plan(args) -> Plan:
 
 
 def _describe(p: Plan, args) -> str:
-    what = {"tmd": "TMD student", "split": f"teacher split at H = {args.head_blocks} (untrained)",
+    what = {"tmd": "TMD student", "patch": f"TMD patch on {args.teacher}", "split": f"teacher split at H = {args.head_blocks} (untrained)",
             "teacher": f"Wan model, {p.teacher_steps} Euler steps, CFG {p.guidance:g}, shift {p.shift:g}"}[p.mode]
     text = f"prompts {p.prompts}" if p.prompts is not None else f"context {p.context_file}"
     files = f"{p.out}" + (f" and {p.video}" if p.video else "")
@@ -265,12 +278,16 @@ def run(args) -> int:
     noise = make_noise((p.batch, *p.shape), seed=args.seed)
     if p.mode == "tmd":
         model = load_tmd(args.checkpoint)
+    elif p.mode == "patch":
+        from ..patch_file import load_patched
+
+        model = load_patched(args.checkpoint, args.teacher)
     elif p.mode == "split":
         model = TMDModel.from_teacher(load_teacher(args.checkpoint), head_blocks=args.head_blocks)
     else:
         model = load_teacher(args.checkpoint)
     load_seconds = time.perf_counter() - t0
-    if p.mode in ("tmd", "split"):
+    if p.mode in ("tmd", "patch", "split"):
         trained = model.tmd_config.schedule
         sched = dataclasses.replace(trained, outer_steps=p.outer_steps or trained.outer_steps,
                                     inner_steps=p.inner_steps or trained.inner_steps)

@@ -7,7 +7,7 @@ import json
 
 def register(sub) -> None:
     p = sub.add_parser("info", help="print format, sizes, H/L, trained schedule and provenance of a checkpoint")
-    p.add_argument("path", help="a checkpoint: a tmd/1 student, a Wan teacher (any layout) or a DMD2-v student")
+    p.add_argument("path", help="a checkpoint: a tmd/1 student or patch, a Wan teacher (any layout) or a DMD2-v student")
     p.add_argument("--json", action="store_true", help="print the full record as JSON")
     p.set_defaults(func=run)
 
@@ -25,7 +25,20 @@ def format_info(info: dict) -> str:
     prov = info["provenance"]
     lines = [f"file        {info['path']} ({info['file_bytes'] / 2**20:.1f} MiB, {', '.join(info['dtypes'])})",
              f"format      {info['format']}"]
-    if info.get("kind", "tmd") == "tmd":
+    if info.get("kind") == "tmd-patch":  # docs/patches.md
+        c, lora = info["tmd_config"], info["lora"]
+        stored = [e for e in lora.get("errors", []) if e.get("rank") == "stored"]
+        lines += [
+            f"kind        a TMD patch: LoRA rank {lora.get('rank')} ({lora.get('dtype')}) + fusion layer and gap "
+            f"embedding; it needs its teacher (tmd generate PATCH --teacher T)",
+            "base        " + _transformer_line(tc, c["num_layers"]).removeprefix("transformer "),
+            f"split       backbone {c['num_layers'] - c['head_blocks']} blocks + flow head H = {c['head_blocks']}, "
+            f"fusion {c['fusion']}; trained for {c['outer_steps']} x {c['inner_steps']}",
+        ]
+        if stored:
+            lines.append(f"error       relative {stored[0]['relative']:.3e} of the student's changes (‖ΔW - BA‖/‖ΔW‖)")
+        prov = {k: v for k, v in prov.items() if k != "student_provenance"}
+    elif info.get("kind", "tmd") == "tmd":
         c = info["tmd_config"]
         lines += [
             _transformer_line(tc, c["num_layers"]),
