@@ -2,9 +2,10 @@
 
 Every network of a 1.3B run (teacher, TMD student, fake score, discriminator) is built on the CPU with
 random weights, one at a time (peak ~6 GB), and its bytes are counted from the real tensors
-(`memory_plan.measure_bytes`: parameters, zero gradients, torch AdamW's moments after one step, the loop's
-EMA), for two precisions torch's AdamW can hold as such: fp32 master + fp32 moments (what the loop trains
-today) and bf16 master + bf16 moments. The plan's figures for the same settings are printed beside them.
+(`memory_plan.measure_bytes`: parameters, zero gradients, the loop's AdamW moments after one step, the loop's
+EMA), for the two master dtypes the loop trains (`master_dtype`): fp32 weights with torch's AdamW (fp32
+moments) and bf16 weights with the loop's MasterAdamW (fp32 moments). The plan's figures for the same
+settings are printed beside them.
 
     python benchmarks/bench_memory_plan.py [--out benchmarks/results/memory_plan_1p3b.json]
 """
@@ -85,7 +86,7 @@ def main() -> None:
             measured[name] = m
             del module
             print(dtype_name, name, m, f"{time.perf_counter() - t0:.0f}s", flush=True)
-        settings = PlanSettings(processes=1, sharding="full", master_dtype=dtype_name, optim_dtype=dtype_name)
+        settings = PlanSettings(processes=1, sharding="full", master_dtype=dtype_name)
         rows = {r.name: r for r in plan_rows(counts, cfg, settings, "stage2")}
         planned = {n: dict(r.bytes) for n, r in rows.items()}
         total_m = sum(v for m in measured.values() for k, v in m.items() if k != "params")
