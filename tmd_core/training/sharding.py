@@ -2,24 +2,26 @@
 
 Accelerate launches the processes and says which engine was asked for (`accelerate launch --multi_gpu`
 for DDP; configs/accelerate_fsdp2.yaml for FSDP2: `fsdp_version: 2`, `TRANSFORMER_BASED_WRAP` of
-`WanTransformerBlock`). Both go through `accelerator.prepare`: DDP wraps each stage's loss module; under FSDP2
-accelerate's `fsdp2_prepare_model` puts a `fully_shard` unit on every transformer block and one on the rest of
-the network (the stage's loss module holds the student's; the fake score has its own, since the student's loss
-reads it too). The discriminator (Conv3D heads, no transformer block) is one `fully_shard` unit applied here:
-accelerate's transformer policy raises for a network without the named block class. Every process keeps 1/N
-of each parameter, gradient, AdamW moment and EMA entry; a block is gathered only while it runs, the rest of a
-network while its loss runs. Each gather is a collective, so every process must call every block the same
-number of times: where a loss would skip a call for lack of samples on this process (the finite difference
-without a sample with r < s, the negative prompt's backbone when every sample dropped its prompt), it makes
-the call on a stand-in sample under `draws.same_calls()` and discards it.
+`WanTransformerBlock`). DDP goes through `accelerator.prepare`. FSDP2 is PyTorch's `fully_shard`, applied
+here: a unit per transformer block, and one unit per network for the rest of it (the stage's loss module
+holds the student's; the fake score and the discriminator have their own, since the student's loss reads
+them too) -- the units accelerate's wrap policy names. Not through `accelerator.prepare`: accelerate 1.16
+builds no FSDP plugin on the CPU (its FSDP branch is GPU-only: `Accelerator(cpu=True)` reports MULTI_CPU and
+`prepare` returns DDP), so that path could not be tested where the tests run; its transformer policy also
+raises for the discriminator (no transformer block), and it always adds a root unit, which the teacher
+cannot have. The launch's FSDP settings are checked all the same (`check_fsdp2_plugin`).
+
+Every process keeps 1/N of each parameter, gradient, AdamW moment and EMA entry; a block is gathered only
+while it runs, the rest of a network while its loss runs. Each gather is a collective, so every process must
+call every block the same number of times: where a loss would skip a call for lack of samples on this
+process (the finite difference without a sample with r < s, the negative prompt's backbone when every
+sample dropped its prompt), it makes the call on a stand-in sample under `draws.same_calls()` and discards it.
 
 The frozen teacher (`teacher_placement`): replicated on every process in `teacher_dtype`, or under FSDP2
-sharded by `shard_frozen` (applied here, not by accelerate): one unit per block and per embedding module, each
-resharded after its forward and gathered again for the backward that the GAN term makes through it; no
-gradients, no optimiser. Accelerate's `prepare` cannot do this: it always adds a root unit over the whole
-network, gathered whole while the root's forward runs and never resharded after it (torch's default for a
-root), and the GAN features call the teacher's embeddings and blocks outside its `forward`, where a root
-unit's parameters are never gathered.
+sharded by `shard_frozen`: one unit per block and per embedding module, each resharded after its forward and
+gathered again for the backward the GAN term makes through it; no gradients, no optimiser, no root unit (the
+GAN features call the embeddings and blocks outside the teacher's `forward`, where a root unit's parameters
+would never be gathered; and torch keeps a root unit gathered after its forward).
 """
 
 from __future__ import annotations
