@@ -293,6 +293,28 @@ def test_fsdp2_with_a_sharded_teacher_reproduces_one_process(world, tmp_path):
     print(f"FSDP2 sharded teacher vs 1 process: largest weight difference {worst:.3g}; teacher bytes per process "
           f"{two} of {one[0]} ({', '.join(f'{x:.3f}x' for x in ratios)})")
     assert all(0.45 <= x <= 0.55 for x in ratios), ratios
+    # the memory plan of this config for 2 FSDP2 processes: every process's measured bytes within 5 %
+    from tmd_core.training.memory_plan import (
+        build_models,
+        count_params,
+        plan_rows,
+        settings_for,
+        teacher_whole_params,
+    )
+    from tmd_core.wan_build import transformer_config_dict
+
+    cfg.teacher_placement = "shard"
+    models = build_models(transformer_config_dict(make_tiny_teacher(0)), cfg)
+    counts = {k: count_params(m) for k, m in models.items()}
+    rows = {r.name: r for r in plan_rows(counts, cfg, settings_for(cfg, processes=2, teacher_dtype="fp32"), "stage2",
+                                         teacher_whole_params(models["teacher"]))}
+    logged = next(r for r in _events(tmp_path / "shard") if r.get("event") == "state_bytes")
+    for b in two:
+        assert b == pytest.approx(rows["teacher"].bytes["weights"], rel=0.05)
+    for per in logged["per_process"]:
+        for name, b in per.items():
+            assert b["params"] == pytest.approx(rows[name].bytes["weights"], rel=0.05), (name, b)
+            assert b["optimizer"] == pytest.approx(rows[name].bytes["optimizer"], rel=0.05), (name, b)
 
 
 def _events(out) -> list[dict]:

@@ -85,16 +85,39 @@ def test_a_sharded_teacher_computes_what_the_replicated_one_does_with_half_the_b
         assert not r["grads_on_teacher"]
 
 
-def test_bf16_master_weights_train_and_hold_the_planned_bytes(tmp_path):
+@pytest.fixture(scope="module")
+def tiny_world(tmp_path_factory):
+    from helpers_wan import save_diffusers_single
+
+    from tmd_core.training.make_data import write_latents
+
+    root = tmp_path_factory.mktemp("placement")
+    teacher = make_tiny_teacher(0)
+    teacher_path = save_diffusers_single(teacher, root / "teacher.safetensors", sidecar=True)
+    g = torch.Generator().manual_seed(0)
+    write_latents(root / "data", torch.randn(4, 4, 1, 8, 8, generator=g),
+                  [torch.randn(3, 24, generator=g) for _ in range(4)], [f"p{i}" for i in range(4)],
+                  negative_context=torch.randn(2, 24, generator=g), shard_size=4)
+    return {"teacher": teacher, "teacher_path": teacher_path, "data": root / "data"}
+
+
+def bf16_cfg(world, out):
+    from tmd_core.training.config import load_config
+
+    cfg = load_config("tiny", model={"teacher": str(world["teacher_path"])}, data=str(world["data"]),
+                      output_dir=str(out), master_dtype="bf16", mixed_precision="bf16", ema_decay=0.5)
+    cfg.stage1.iterations = cfg.stage2.iterations = 3
+    cfg.stage2.student_every = 1
+    return cfg
+
+
+def test_bf16_master_weights_train_and_hold_the_planned_bytes(tiny_world, tmp_path):
     """`master_dtype: bf16` on one process: every trained network's parameters are bf16, its AdamW moments fp32
     (MasterAdamW), the student learns, and the bytes the loop measured from the tensors (log.jsonl
     state_bytes) match the memory plan of the same config within 5 % (they match exactly)."""
-    from helpers_wan import save_diffusers_single
     from safetensors.torch import load_file
 
-    from tmd_core.training.config import load_config
     from tmd_core.training.loop import run_distill
-    from tmd_core.training.make_data import write_latents
     from tmd_core.training.memory_plan import (
         build_models,
         count_params,
@@ -104,16 +127,8 @@ def test_bf16_master_weights_train_and_hold_the_planned_bytes(tmp_path):
     )
     from tmd_core.wan_build import transformer_config_dict
 
-    teacher = make_tiny_teacher(0)
-    teacher_path = save_diffusers_single(teacher, tmp_path / "teacher.safetensors", sidecar=True)
-    g = torch.Generator().manual_seed(0)
-    write_latents(tmp_path / "data", torch.randn(4, 4, 1, 8, 8, generator=g),
-                  [torch.randn(3, 24, generator=g) for _ in range(4)], [f"p{i}" for i in range(4)],
-                  negative_context=torch.randn(2, 24, generator=g), shard_size=4)
-    cfg = load_config("tiny", model={"teacher": str(teacher_path)}, data=str(tmp_path / "data"),
-                      output_dir=str(tmp_path / "run"), master_dtype="bf16", mixed_precision="bf16", ema_decay=0.5)
-    cfg.stage1.iterations = cfg.stage2.iterations = 3
-    cfg.stage2.student_every = 1
+    teacher = tiny_world["teacher"]
+    cfg = bf16_cfg(tiny_world, tmp_path / "run")
     path = run_distill(cfg)
     records = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
     losses = [r["loss"] for r in records if r.get("stage") == "stage1" and "loss" in r]
@@ -136,6 +151,42 @@ def test_bf16_master_weights_train_and_hold_the_planned_bytes(tmp_path):
     moved = [k for k, v in student.items() if k.startswith("transformer.") and k[12:] in initial
              and not torch.equal(v.float(), initial[k[12:]].float())]
     assert moved, "the bf16 student did not change"
+
+
+def test_a_bf16_master_run_stopped_and_resumed_ends_bit_identical(tiny_world, tmp_path):
+    """MasterAdamW's fp32 moments go through the saved state as fp32 (torch's Optimizer.load_state_dict
+    would cast them to bf16): a run stopped in stage 1 and in stage 2, then resumed, ends with the
+    uninterrupted run's losses and weights, bit for bit."""
+    from safetensors import safe_open
+    from safetensors.torch import load_file
+
+    from tmd_core.training.loop import run_distill
+
+    straight = run_distill(bf16_cfg(tiny_world, tmp_path / "a"))
+    cfg = bf16_cfg(tiny_world, tmp_path / "b")
+    calls = {"n": 0}
+
+    def stop_at_2():
+        calls["n"] += 1
+        return calls["n"] == 2
+
+    assert run_distill(cfg, should_stop=stop_at_2).name == "tiny.partial.safetensors"  # stage-1 step 2
+    with safe_open(str(tmp_path / "b" / "state-stage1.safetensors"), "pt") as f:
+        dtypes = {k.rsplit(".", 1)[1]: f.get_slice(k).get_dtype() for k in f.keys() if k.startswith("optim.student.")}
+        weights = {f.get_slice(k).get_dtype() for k in f.keys() if k.startswith("model.student.")}
+    assert dtypes["exp_avg"] == dtypes["exp_avg_sq"] == "F32" and weights == {"BF16"}
+    calls["n"] = 0
+    assert run_distill(cfg, should_stop=stop_at_2, resume=True).name == "tiny.partial.safetensors"  # stage-2 step 1
+    resumed = run_distill(cfg, resume=True)
+
+    def losses(out):
+        records = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+        return [{k: v for k, v in r.items() if "loss" in k or k in ("stage", "step")} for r in records
+                if "event" not in r]
+
+    assert losses(tmp_path / "a") == losses(tmp_path / "b") and len(losses(tmp_path / "a")) == 6
+    a, b = load_file(straight), load_file(resumed)
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
 def test_placement_and_precision_settings_are_checked_naming_the_fix():
