@@ -2,11 +2,14 @@
 
 Every network of a 1.3B run (teacher, TMD student, fake score, discriminator) is built on the CPU with
 random weights, one at a time (peak ~6 GB), and its bytes are counted from the real tensors
-(`memory_plan.measure_bytes`: parameters, zero gradients, torch AdamW's moments after one step, the loop's
-EMA), for two precisions torch's AdamW can hold as such: fp32 master + fp32 moments (what the loop trains
-today) and bf16 master + bf16 moments. The plan's figures for the same settings are printed beside them.
+(`memory_plan.measure_bytes`: parameters, zero gradients, the loop's AdamW moments after one step, the loop's
+EMA), for the two master dtypes the loop trains (`master_dtype`): fp32 weights with torch's AdamW (fp32
+moments) and bf16 weights with the loop's MasterAdamW (fp32 moments). The plan's figures for the same
+settings are printed beside them.
 
-    python benchmarks/bench_memory_plan.py [--out benchmarks/results/memory_plan_1p3b.json]
+    python benchmarks/bench_memory_plan.py [--out benchmarks/results/memory_plan_1p3b.json] [--precisions fp32,bf16]
+
+`--precisions bf16` measures only that master dtype and keeps the other entries of an existing --out file.
 """
 
 from __future__ import annotations
@@ -62,7 +65,9 @@ def main() -> None:
 
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "memory_plan_1p3b.json"))
+    ap.add_argument("--precisions", default="fp32,bf16", help="master dtypes to measure (comma-separated)")
     args = ap.parse_args()
+    wanted = [p.strip() for p in args.precisions.split(",") if p.strip()]
     torch.set_num_threads(1)
     cfg = preset("wan21_1p3b")
     cfg.ema_decay = 0.99  # measure the EMA too
@@ -70,8 +75,15 @@ def main() -> None:
     counts = {k: count_params(m) for k, m in build_models(tcfg, cfg).items()}
     result = {"benchmark": "memory_plan", "config": "wan21_t2v_1.3b", "python": platform.python_version(),
               "torch": torch.__version__, "ema_decay": cfg.ema_decay, "counts_meta": counts, "precisions": {}}
+    if Path(args.out).is_file() and set(wanted) != {"fp32", "bf16"}:  # keep what is not re-measured
+        old = json.loads(Path(args.out).read_text())
+        if old.get("counts_meta") == counts:
+            result["precisions"] = {k: v for k, v in old["precisions"].items() if k not in wanted}
+            result["seconds_kept"] = old.get("seconds")
     t0 = time.perf_counter()
     for dtype_name, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16)):
+        if dtype_name not in wanted:
+            continue
         measured = {}
         for name in ("teacher", "student", "fake_score", "discriminator"):
             module = one_model(name, tcfg, cfg)
@@ -85,7 +97,7 @@ def main() -> None:
             measured[name] = m
             del module
             print(dtype_name, name, m, f"{time.perf_counter() - t0:.0f}s", flush=True)
-        settings = PlanSettings(processes=1, sharding="full", master_dtype=dtype_name, optim_dtype=dtype_name)
+        settings = PlanSettings(processes=1, sharding="full", master_dtype=dtype_name)
         rows = {r.name: r for r in plan_rows(counts, cfg, settings, "stage2")}
         planned = {n: dict(r.bytes) for n, r in rows.items()}
         total_m = sum(v for m in measured.values() for k, v in m.items() if k != "params")

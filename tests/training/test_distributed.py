@@ -220,6 +220,105 @@ def test_unsupported_launches_are_refused_naming_the_fix():
     with pytest.raises(ConfigError, match="DeepSpeed.*--multi_gpu"):
         check_launch_request({"ACCELERATE_USE_DEEPSPEED": "true"})
     check_launch_request({"ACCELERATE_USE_FSDP": "true", "FSDP_VERSION": "2"})
+    # the launch's precision is not read: one that differs from the run config's is refused, naming the setting
+    tiny = load_config("tiny")
+    with pytest.raises(ConfigError, match="mixed precision 'bf16', the run config says 'no'.*set mixed_precision: bf16"):
+        check_launch_request({"ACCELERATE_MIXED_PRECISION": "bf16"}, cfg=tiny)
+    with pytest.raises(ConfigError, match="mixed precision 'fp16'.*fp16 and fp8 are not supported"):
+        check_launch_request({"ACCELERATE_MIXED_PRECISION": "fp16"}, cfg=tiny)
+    check_launch_request({"ACCELERATE_MIXED_PRECISION": "no"}, cfg=tiny)
+    tiny.mixed_precision = "bf16"
+    check_launch_request({"ACCELERATE_MIXED_PRECISION": "bf16"}, cfg=tiny)
+    # FSDP2 settings the loop does not run (on the CPU accelerate builds no plugin: read from the launch's variables)
+    fsdp2 = {"ACCELERATE_USE_FSDP": "true", "FSDP_VERSION": "2"}
+    shipped = {**fsdp2, "FSDP_AUTO_WRAP_POLICY": "TRANSFORMER_BASED_WRAP", "FSDP_TRANSFORMER_CLS_TO_WRAP": "WanTransformerBlock"}
+    assert parallel_mode(acc(DistributedType.MULTI_CPU), env=shipped) == "fsdp2"
+    assert parallel_mode(acc(DistributedType.MULTI_CPU), env=fsdp2) == "fsdp2"  # NO_WRAP: the loop's units
+    for extra, match in (
+        ({"FSDP_AUTO_WRAP_POLICY": "SIZE_BASED_WRAP"}, "size_based_auto_wrap_policy.*TRANSFORMER_BASED_WRAP"),
+        ({"FSDP_TRANSFORMER_CLS_TO_WRAP": "LlamaDecoderLayer"}, "classes \\['LlamaDecoderLayer'\\].*WanTransformerBlock"),
+        ({"FSDP_OFFLOAD_PARAMS": "true"}, "offload.*fsdp_offload_params: false"),
+        ({"FSDP_ACTIVATION_CHECKPOINTING": "true"}, "activation checkpointing.*gradient_checkpointing: true"),
+        ({"FSDP_CPU_RAM_EFFICIENT_LOADING": "true"}, "fsdp_cpu_ram_efficient_loading: false"),
+    ):
+        with pytest.raises(ConfigError, match=match):
+            parallel_mode(acc(DistributedType.MULTI_CPU), env={**shipped, **extra})
+    assert parallel_mode(acc(DistributedType.MULTI_CPU, n=1), env={**shipped, "FSDP_OFFLOAD_PARAMS": "true"}) == "single"
+
+
+def test_the_shipped_fsdp2_config_asks_for_what_the_loop_runs():
+    """configs/accelerate_fsdp2.yaml: fsdp_version 2, a unit per WanTransformerBlock, nothing the loop refuses."""
+    import yaml
+
+    fsdp = yaml.safe_load((REPO / "configs" / "accelerate_fsdp2.yaml").read_text())["fsdp_config"]
+    assert fsdp["fsdp_version"] == 2 and fsdp["fsdp_auto_wrap_policy"] == "TRANSFORMER_BASED_WRAP"
+    assert fsdp["fsdp_transformer_layer_cls_to_wrap"] == "WanTransformerBlock"
+    assert not fsdp["fsdp_offload_params"] and not fsdp["fsdp_cpu_ram_efficient_loading"]
+    assert not fsdp["fsdp_activation_checkpointing"]
+
+
+@pytest.mark.slow
+def test_a_ddp_launch_with_a_sharded_teacher_is_refused_naming_the_fix(world, tmp_path):
+    res = launch(world, tmp_path / "ddp_shard", 2, "--multi_gpu", extra=("--set", "teacher_placement=shard"))
+    assert res.returncode == 1
+    assert "teacher_placement: shard needs an FSDP2 launch, this one is DDP" in res.stderr
+    assert "configs/accelerate_fsdp2.yaml" in res.stderr and "--set teacher_placement=replicate" in res.stderr
+    assert not (tmp_path / "ddp_shard").exists()  # refused before anything was written
+
+
+@pytest.mark.slow
+def test_fsdp2_with_a_sharded_teacher_reproduces_one_process(world, tmp_path):
+    """teacher_placement: shard under FSDP2 (2 processes) against one process (the teacher whole): the same
+    losses and weights within the tolerances of the replicated-teacher test, after 10 stage-2 iterations (the
+    stage that reads the teacher); each process holds about half of the teacher (measured from the tensors)."""
+    stage2 = ("--stages", "stage2", "--set", "stage2.init_from_teacher=true")
+    cfg = tiny_cfg(world, tmp_path / "one")
+    cfg.stages, cfg.stage2.init_from_teacher = ("stage2",), True
+    run_distill(cfg)
+    res = launch(world, tmp_path / "shard", 2, *FSDP2, extra=(*stage2, "--set", "teacher_placement=shard"))
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert "teacher sharded" in res.stderr
+    ra, rb = loss_records(tmp_path / "one"), loss_records(tmp_path / "shard")
+    assert [(r["stage"], r["step"]) for r in ra] == [(r["stage"], r["step"]) for r in rb] and len(ra) == 10
+    for x, y in zip(ra, rb):
+        for k in x:
+            if k not in ("stage", "step"):
+                assert x[k] == pytest.approx(y[k], rel=LOSS_RTOL, abs=1e-7), (x["step"], k, x[k], y[k])
+    wa, wb = load_file(tmp_path / "one" / "tiny.safetensors"), load_file(tmp_path / "shard" / "tiny.safetensors")
+    worst = max((wa[k].float() - wb[k].float()).abs().max().item() for k in wa)
+    assert worst <= WEIGHT_ATOL, worst
+    one = next(r for r in _events(tmp_path / "one") if r.get("event") == "state_bytes")["teacher_per_process"]
+    two = next(r for r in _events(tmp_path / "shard") if r.get("event") == "state_bytes")["teacher_per_process"]
+    ratios = [b / one[0] for b in two]
+    print(f"FSDP2 sharded teacher vs 1 process: largest weight difference {worst:.3g}; teacher bytes per process "
+          f"{two} of {one[0]} ({', '.join(f'{x:.3f}x' for x in ratios)})")
+    assert all(0.45 <= x <= 0.55 for x in ratios), ratios
+    # the memory plan of this config for 2 FSDP2 processes: every process's measured bytes within 5 %
+    from tmd_core.training.memory_plan import (
+        build_models,
+        count_params,
+        plan_rows,
+        settings_for,
+        teacher_whole_params,
+    )
+    from tmd_core.wan_build import transformer_config_dict
+
+    cfg.teacher_placement = "shard"
+    models = build_models(transformer_config_dict(make_tiny_teacher(0)), cfg)
+    counts = {k: count_params(m) for k, m in models.items()}
+    rows = {r.name: r for r in plan_rows(counts, cfg, settings_for(cfg, processes=2, teacher_dtype="fp32"), "stage2",
+                                         teacher_whole_params(models["teacher"]))}
+    logged = next(r for r in _events(tmp_path / "shard") if r.get("event") == "state_bytes")
+    for b in two:
+        assert b == pytest.approx(rows["teacher"].bytes["weights"], rel=0.05)
+    for per in logged["per_process"]:
+        for name, b in per.items():
+            assert b["params"] == pytest.approx(rows[name].bytes["weights"], rel=0.05), (name, b)
+            assert b["optimizer"] == pytest.approx(rows[name].bytes["optimizer"], rel=0.05), (name, b)
+
+
+def _events(out) -> list[dict]:
+    return [json.loads(line) for line in (Path(out) / "log.jsonl").read_text().splitlines()]
 
 
 @pytest.mark.slow

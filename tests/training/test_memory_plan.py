@@ -28,14 +28,14 @@ BENCH = REPO / "benchmarks" / "results" / "memory_plan_1p3b.json"
 
 @pytest.mark.parametrize("dtype_name,dtype", [("fp32", torch.float32), ("bf16", torch.bfloat16)])
 def test_plan_equals_measured_bytes_of_real_tensors(dtype_name, dtype):
+    """Master weights in fp32 or bf16, the loop's optimiser (fp32 moments either way: MasterAdamW for bf16)."""
     cfg = preset("tiny")
     cfg.ema_decay = 0.9
     tcfg = transformer_config_dict(make_tiny_teacher(0))
     torch.manual_seed(0)
     models = build_models(tcfg, cfg, device="cpu")
     counts = {k: count_params(m) for k, m in models.items()}
-    rows = {r.name: r for r in plan_rows(counts, cfg, PlanSettings(master_dtype=dtype_name, optim_dtype=dtype_name),
-                                        "stage2")}
+    rows = {r.name: r for r in plan_rows(counts, cfg, PlanSettings(master_dtype=dtype_name), "stage2")}
     for name, module in models.items():
         if name == "teacher":
             measured = measure_bytes(module.to(torch.bfloat16).requires_grad_(False), optim_step=False)
@@ -52,8 +52,9 @@ def test_plan_of_the_1p3b_architecture_agrees_with_the_measured_benchmark():
     cfg.ema_decay = bench["ema_decay"]
     counts = {k: count_params(m) for k, m in build_models(preset_architecture("wan21_1p3b"), cfg).items()}
     assert counts == bench["counts_meta"]
+    assert set(bench["precisions"]) == {"fp32", "bf16"}  # master dtypes; AdamW moments fp32 in both
     for dtype_name, result in bench["precisions"].items():
-        settings = PlanSettings(master_dtype=dtype_name, optim_dtype=dtype_name)
+        settings = PlanSettings(master_dtype=dtype_name)
         planned = sum(r.total for r in plan_rows(counts, cfg, settings, "stage2"))
         measured = result["measured_total_bytes"]
         assert abs(planned / measured - 1) <= 0.05, (dtype_name, planned, measured)
@@ -68,9 +69,18 @@ def test_plan_command_prints_per_gpu_totals(capsys):
     assert "per-process states (largest stage): 46.84 GB" in out
     assert "gathered while a loss runs (a network's non-block part + 2 blocks): 2.19 GB" in out
     assert "per-process total: 49.03 GB" in out and "fits: 49.03 GB of 80 GB, 30.97 GB left for activations" in out
+    # the 1.3B preset trains fp32 masters: its plan says so unless asked for bf16 (master_dtype: bf16)
     assert main(["distill", "--plan", "--preset", "wan21_1p3b", "--processes", "1", "--gpu-mem", "80GB"]) == 0
     out = capsys.readouterr().out
+    assert "1 process(es), one process, fp32 master weights + fp32 AdamW moments, teacher bf16" in out
+    assert "per-process total: 49.07 GB" in out
+    assert main(["distill", "--plan", "--preset", "wan21_1p3b", "--processes", "1", "--gpu-mem", "80GB",
+                 "--master-dtype", "bf16"]) == 0
+    out = capsys.readouterr().out
     assert "per-process total: 37.51 GB" in out and "fits: 37.51 GB of 80 GB" in out
+    assert main(["distill", "--plan", "--preset", "wan21_14b", "--processes", "8", "--gpu-mem", "80GB",
+                 "--teacher-placement", "replicate"]) == 0
+    assert "per-process total: 74.04 GB" in capsys.readouterr().out
     assert main(["distill", "--plan", "--preset", "wan21_14b", "--processes", "1", "--gpu-mem", "80GB"]) == 0
     assert "does not fit: needs 374.74 GB of 80 GB" in capsys.readouterr().out
 
@@ -78,12 +88,14 @@ def test_plan_command_prints_per_gpu_totals(capsys):
 def test_sharding_divides_every_trained_figure_by_the_process_count():
     cfg = preset("wan21_1p3b")
     counts = {"student": 1000, "teacher": 990, "fake_score": 990, "discriminator": 10}
-    one = {r.name: r for r in plan_rows(counts, cfg, PlanSettings(processes=1, sharding="sharded"), "stage2")}
-    eight = {r.name: r for r in plan_rows(counts, cfg, PlanSettings(processes=8, sharding="sharded"), "stage2")}
+    one = {r.name: r for r in plan_rows(counts, cfg, PlanSettings(processes=1, sharding="sharded", teacher="shard"),
+                                        "stage2")}
+    eight = {r.name: r for r in plan_rows(counts, cfg, PlanSettings(processes=8, sharding="sharded", teacher="shard"),
+                                          "stage2", teacher_whole=6)}
     repl = {r.name: r for r in plan_rows(counts, cfg, PlanSettings(processes=8, sharding="sharded",
-                                                                    teacher="replicated"), "stage2")}
+                                                                    teacher="replicate"), "stage2")}
     assert eight["student"].total * 8 == one["student"].total
-    assert eight["teacher"].total == one["teacher"].total // 8 + 1  # ceil(990 / 8) = 124 elements
+    assert eight["teacher"].total == (123 + 6) * 2  # ceil(984 / 8) = 123 sharded elements + 6 whole, bf16
     assert repl["teacher"].total == one["teacher"].total
 
 
@@ -92,6 +104,9 @@ def test_sharding_divides_every_trained_figure_by_the_process_count():
     (["--sharding", "zero3"], "--sharding must be one of"),
     (["--processes", "0"], "--processes"),
     (["--master-dtype", "fp16"], "--master-dtype"),
+    (["--teacher-placement", "sharded"], "--teacher-placement must be one of"),
+    (["--sharding", "full", "--processes", "8", "--teacher-placement", "shard"],
+     "--teacher-placement shard needs --sharding sharded (FSDP2)"),
 ])
 def test_plan_refuses_bad_settings(argv, match, capsys):
     assert main(["distill", "--plan", "--preset", "wan21_1p3b", *argv]) == 1

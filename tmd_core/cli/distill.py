@@ -40,9 +40,11 @@ def register(sub) -> None:
                    "state and EMA of every network, and whether they fit --gpu-mem")
     g.add_argument("--processes", type=int, default=None, help="process count (default: WORLD_SIZE or 1)")
     g.add_argument("--sharding", default="sharded", help="sharded (FSDP2, the default) | full (one process or DDP)")
-    g.add_argument("--master-dtype", default="bf16", help="bf16 (default) | fp32: trained weights and gradients")
-    g.add_argument("--optim-dtype", default="fp32", help="fp32 (default) | bf16: AdamW moments")
-    g.add_argument("--teacher-mode", default="sharded", help="sharded (default) | replicated (bf16 on every process)")
+    g.add_argument("--master-dtype", default=None, help="bf16 | fp32: trained weights and gradients (default: the "
+                   "config's master_dtype; AdamW's moments are fp32 either way)")
+    g.add_argument("--teacher-placement", "--teacher-mode", dest="teacher_placement", default=None,
+                   help="shard | replicate (default: the config's teacher_placement)")
+    g.add_argument("--teacher-dtype", default=None, help="bf16 | fp32 (default: the config's teacher_dtype; auto = bf16)")
     g.add_argument("--gpu-mem", help="memory of one GPU, e.g. 80GB: say whether the plan fits")
     p.set_defaults(func=run)
 
@@ -106,18 +108,18 @@ def plan_text(args, cfg) -> str:
     """`--plan`: the memory plan of the run's networks (architecture from --teacher's header, else the preset)."""
     from ..training.config import teacher_config
     from ..training.memory_plan import (
-        PlanSettings,
         format_plan,
         memory_plan,
         parse_bytes,
         preset_architecture,
+        settings_for,
     )
 
     tcfg = teacher_config(cfg) if cfg.model.teacher else preset_architecture(args.preset)
-    settings = PlanSettings(
-        processes=args.processes if args.processes is not None else _world_size(), sharding=args.sharding,
-        master_dtype=args.master_dtype, optim_dtype=args.optim_dtype, teacher=args.teacher_mode,
-        gpu_mem=parse_bytes(args.gpu_mem) if args.gpu_mem else None)
+    settings = settings_for(  # the config's master_dtype, teacher_placement and teacher_dtype, then the flags
+        cfg, processes=args.processes if args.processes is not None else _world_size(), sharding=args.sharding,
+        gpu_mem=parse_bytes(args.gpu_mem) if args.gpu_mem else None, master_dtype=args.master_dtype,
+        teacher=args.teacher_placement, teacher_dtype=args.teacher_dtype)
     what = cfg.model.teacher or f"preset {args.preset}"
     return format_plan(memory_plan(cfg, tcfg, settings), f"{what}, stages {', '.join(cfg.stages)}")
 

@@ -72,21 +72,42 @@ def teacher_identity(cfg, teacher, cache_dir: Path) -> dict:
     return identity
 
 
+def teacher_dtype(cfg, device, loaded: torch.dtype) -> torch.dtype:
+    """The frozen teacher's dtype: `teacher_dtype` bf16 or fp32, or "auto": bf16 on a GPU, as loaded on the CPU."""
+    if cfg.teacher_dtype == "auto":
+        return torch.bfloat16 if torch.device(device).type != "cpu" else loaded
+    return {"bf16": torch.bfloat16, "fp32": torch.float32}[cfg.teacher_dtype]
+
+
 def load_frozen_teacher(cfg, teacher, device) -> torch.nn.Module:
-    """The teacher in eval mode with gradients off (loaded from `model.teacher` unless given)."""
+    """The teacher in eval mode with gradients off (loaded from `model.teacher` unless given), in its run dtype
+    (`teacher_dtype`). Sharding it (`teacher_placement: shard`) is the loop's (sharding.shard_frozen)."""
     if teacher is None:
         from ..loading import load_teacher
 
         teacher = load_teacher(cfg.model.teacher, device=device)
-    teacher = teacher.to(device).eval()
+    loaded = next(teacher.parameters()).dtype
+    teacher = cast_parameters(teacher.to(device), teacher_dtype(cfg, device, loaded)).eval()
     teacher.requires_grad_(False)
     if cfg.gradient_checkpointing and "stage2" in cfg.stages:
         teacher.enable_gradient_checkpointing()  # the GAN term backpropagates through its blocks
     return teacher
 
 
+MASTER_DTYPE = {"fp32": torch.float32, "bf16": torch.bfloat16}
+
+
+def cast_parameters(module: torch.nn.Module, dtype: torch.dtype) -> torch.nn.Module:
+    """The module's floating parameters in `dtype`, in place; buffers (Wan's fp32 rotary tables) as they are."""
+    for p in module.parameters():
+        if p.is_floating_point() and p.dtype != dtype:
+            p.data = p.data.to(dtype)
+    return module
+
+
 def _trainable(module: torch.nn.Module, cfg) -> torch.nn.Module:
-    module = module.float().train()
+    """A network to train, in the run's master dtype (`master_dtype`: its weights and gradients)."""
+    module = (module.float() if cfg.master_dtype == "fp32" else cast_parameters(module, torch.bfloat16)).train()
     module.requires_grad_(True)
     if cfg.gradient_checkpointing:
         tr = getattr(module, "transformer", module)

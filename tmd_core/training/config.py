@@ -76,6 +76,13 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"  # "auto" (Accelerate's choice: GPU if present) | "cpu"
     mixed_precision: str = "no"  # "no" | "bf16" (Accelerate)
+    # dtype of the trained weights and their gradients: "fp32" | "bf16" (AdamW moments stay fp32 either way;
+    # bf16 needs mixed_precision: bf16). docs/design.md §7 "Precision and placement"
+    master_dtype: str = "fp32"
+    # the frozen teacher on every process: "replicate" (whole, in teacher_dtype) | "shard" (FSDP2 units per
+    # block and per embedding module, gathered while they run; FSDP2 launches and one process only)
+    teacher_placement: str = "replicate"
+    teacher_dtype: str = "auto"  # "auto" (bf16 on a GPU, as loaded on the CPU) | "bf16" | "fp32"
     gradient_checkpointing: bool = False
     ema_decay: float = 0.0  # 0 disables the EMA of the student
     log_every: int = 10
@@ -95,7 +102,8 @@ def wan21_1p3b() -> TrainConfig:
 
 def wan21_14b() -> TrainConfig:
     """Paper settings for Wan2.1 14B (TMD-N4H5, M = 1)."""
-    cfg = TrainConfig(name="wan21_14b", mixed_precision="bf16", gradient_checkpointing=True)
+    cfg = TrainConfig(name="wan21_14b", mixed_precision="bf16", gradient_checkpointing=True, master_dtype="bf16",
+                      teacher_placement="shard")
     cfg.model.head_blocks = 5
     cfg.schedule.outer_steps, cfg.schedule.inner_steps = 1, 4
     cfg.stage1.lr = 1e-5
@@ -243,6 +251,9 @@ def to_yaml(cfg) -> str:
 
 
 STAGES = ("stage1", "stage2")
+MASTER_DTYPES = ("fp32", "bf16")
+TEACHER_PLACEMENTS = ("replicate", "shard")
+TEACHER_DTYPES = ("auto", "bf16", "fp32")
 RUN_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
 # Files that mean an output_dir holds a run (a log with at least one step, or saved state / students).
 RUN_FILES = ("state-stage1.safetensors", "state-stage2.safetensors", "stage1.safetensors")
@@ -287,6 +298,13 @@ def check_settings(cfg: TrainConfig, world_size: int = 1) -> None:
     for i, s in enumerate(cfg.validation_seeds):
         check_seed(f"validation_seeds[{i}]", s, error=ConfigError)
     check_choice("mixed_precision", cfg.mixed_precision, ("no", "bf16"), error=ConfigError)
+    check_choice("master_dtype", cfg.master_dtype, MASTER_DTYPES, error=ConfigError)
+    check_choice("teacher_placement", cfg.teacher_placement, TEACHER_PLACEMENTS,
+                 "shard needs an FSDP2 launch (configs/accelerate_fsdp2.yaml)", error=ConfigError)
+    check_choice("teacher_dtype", cfg.teacher_dtype, TEACHER_DTYPES, error=ConfigError)
+    if cfg.master_dtype == "bf16" and cfg.mixed_precision != "bf16":
+        raise ConfigError("master_dtype: bf16 keeps the trained weights in bf16, so the networks compute in bf16: set "
+                          "mixed_precision: bf16 too (--set mixed_precision=bf16), or keep master_dtype: fp32")
     check_choice("device", cfg.device, ("auto", "cpu"), "GPUs are chosen by accelerate launch", error=ConfigError)
     for name in ("log_every", "checkpoint_every"):
         check_int(name, getattr(cfg, name), 1, error=ConfigError)
@@ -416,7 +434,10 @@ def config_changes(saved: Path, cfg: TrainConfig) -> list[str]:
     except (yaml.YAMLError, UnicodeDecodeError, AttributeError) as e:
         raise ConfigError(f"{saved} is not a readable run config ({e}); restore it, or start a new output_dir") from e
     new = _flat(yaml.safe_load(to_yaml(cfg)))
-    return sorted(k for k in new if k.split(".")[0] not in RESUMABLE_CHANGES and old.get(k) != new[k])
+    # a key the saved config lacks was added to TrainConfig after that run started: the run had its default
+    default = _flat(yaml.safe_load(to_yaml(TrainConfig())))
+    return sorted(k for k in new if k.split(".")[0] not in RESUMABLE_CHANGES
+                  and old.get(k, default.get(k)) != new[k])
 
 
 def check_data_fits_config(tcfg: dict, shape, text_dim, data_name) -> None:

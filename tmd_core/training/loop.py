@@ -42,7 +42,15 @@ from .data import ShardDataset, ShardReader
 from .draws import batch_split, same_calls
 from .previews import preview_samples
 from .runlog import JsonlLog, derive_seed, memory_mb, reduce_logs, summary_line
-from .sharding import check_launch_request, full_tensors, meta_template, parallel_mode, rebuild_full
+from .sharding import (
+    check_launch_request,
+    check_placement,
+    full_tensors,
+    meta_template,
+    parallel_mode,
+    rebuild_full,
+    shard_frozen,
+)
 from .state import EMA, load_state, remove_old_shards, rng_snapshot, save_state, shard_path
 
 # progress(stage, step, total, logs): called on the main process after every step.
@@ -66,10 +74,23 @@ class _Run:
     should_stop: Callable[[], bool] | None
     mode: str = "single"  # "single" | "ddp" | "fsdp2" (sharding.parallel_mode)
     template: torch.nn.Module | None = None  # FSDP2: the student's shape on the meta device, to gather it whole
+    teacher_template: torch.nn.Module | None = None  # teacher_placement shard: the teacher's, likewise
 
     @property
     def sharded(self) -> bool:
         return self.mode == "fsdp2"
+
+    @contextlib.contextmanager
+    def whole_teacher(self):
+        """The teacher whole, to copy into a new network (student, fake score): the teacher itself, or when it
+        is sharded a full copy gathered on every process (a collective) and dropped after the block."""
+        if self.teacher_template is None:
+            yield self.teacher
+            return
+        state = full_tensors(self.teacher.state_dict(), like=self.teacher_template.state_dict())
+        whole = rebuild_full(self.teacher_template, state).to(self.accelerator.device)
+        del state
+        yield whole
 
     @property
     def main(self) -> bool:
@@ -87,14 +108,15 @@ def make_accelerator(cfg: TrainConfig):
     # precision is the run config's (steps.autocast); accelerate keeps none of its own, so a host process
     # can run distillations of different precisions one after another without resetting accelerate's state
     cpu = cfg.device == "cpu" or not has_gpu
-    check_launch_request()  # FSDP1 / DeepSpeed: refused before accelerate builds its plugins
+    check_launch_request(cfg=cfg)  # FSDP1 / DeepSpeed / another precision: refused before accelerate builds anything
     try:
         acc = Accelerator(mixed_precision="no", cpu=cpu, kwargs_handlers=[ddp])
     except ValueError as e:  # accelerate's device is set once per process
         raise ConfigError(f"this process already ran accelerate on another device ({e}); a run with device "
                           f"{cfg.device!r} needs a new process: restart the host, or keep device: auto") from e
     check_launch(acc.num_processes)
-    parallel_mode(acc)  # ConfigError naming the fix for FSDP1, DeepSpeed and the like
+    # ConfigError naming the fix for FSDP1, DeepSpeed, FSDP2 without per-block units, a sharded teacher under DDP
+    check_placement(cfg, parallel_mode(acc))
     return acc
 
 
@@ -175,12 +197,18 @@ def _run_stages(cfg, acc, out: Path, final: Path, teacher, progress, should_stop
     identity = _broadcast_object(acc, identity)
     if acc.is_main_process:
         atomic_write_text(out / "config.yaml", to_yaml(cfg))
+    mode = parallel_mode(acc)
+    check_placement(cfg, mode)
     run = _Run(cfg, acc, out, teacher, identity, dataset, JsonlLog(out / "log.jsonl", acc.is_main_process),
-               progress, should_stop, mode=parallel_mode(acc))
+               progress, should_stop, mode=mode)
+    if run.sharded and cfg.teacher_placement == "shard":
+        run.teacher_template = meta_template(teacher)
+        shard_frozen(teacher)
     if acc.is_main_process:
-        log.info("training on %d process(es), %s, device %s, teacher replicated (%s)", acc.num_processes,
+        log.info("training on %d process(es), %s, device %s, %s master weights, teacher %s (%s)", acc.num_processes,
                  {"single": "one process", "ddp": "DDP (data parallel)", "fsdp2": "FSDP2 (sharded)"}[run.mode],
-                 acc.device, next(teacher.parameters()).dtype)
+                 acc.device, cfg.master_dtype, "sharded" if run.teacher_template is not None else "replicated",
+                 next(teacher.parameters()).dtype)
     stage1_result = out / "stage1.safetensors"
     done: dict[str, int] = {}
     for stage in cfg.stages:
@@ -189,11 +217,12 @@ def _run_stages(cfg, acc, out: Path, final: Path, teacher, progress, should_stop
             done[stage] = cfg.stage1.iterations
             continue
         torch.manual_seed(derive_seed(cfg.seed, stage, "init"))  # new modules (fusion, heads) equal everywhere
-        if stage == "stage1":
-            student = build_stage1_student(cfg, teacher, acc.device)
-        else:
-            init = stage1_result if "stage1" in cfg.stages else None
-            student = build_stage2_student(cfg, teacher, acc.device, init)
+        with run.whole_teacher() as whole:
+            if stage == "stage1":
+                student = build_stage1_student(cfg, whole, acc.device)
+            else:
+                init = stage1_result if "stage1" in cfg.stages else None
+                student = build_stage2_student(cfg, whole, acc.device, init)
         run.template = meta_template(student) if run.sharded else None
         step, stopped, ema = _train_stage(run, stage, student)
         done[stage] = step
@@ -222,7 +251,11 @@ def _train_stage(run: _Run, stage: str, student) -> tuple[int, bool, EMA | None]
     rank, world = acc.process_index, acc.num_processes
     total = stage_iterations(cfg, stage)
     # DDP starts every process from rank 0's weights; FSDP2 shards them (every process built the same ones)
-    trainer = steps.make_trainer(stage, cfg, student, run.teacher, acc, build_fake_score, run.mode)
+    def fake_score(cfg, _teacher, device):  # a copy of the whole teacher, also when the teacher is sharded
+        with run.whole_teacher() as whole:
+            return build_fake_score(cfg, whole, device)
+
+    trainer = steps.make_trainer(stage, cfg, student, run.teacher, acc, fake_score, run.mode)
     ema = EMA(student, cfg.ema_decay) if cfg.ema_decay > 0 else None
     # one loss generator for every process: each draws the global batch's randoms and keeps its rows (draws.py)
     generator = torch.Generator("cpu").manual_seed(derive_seed(cfg.seed, stage, "loss", 0))
@@ -294,11 +327,15 @@ def _log_state_bytes(run: _Run, stage: str, trainer) -> None:
         moments = sum(local(v).nbytes for st in opt.state.values() for k, v in st.items()
                       if isinstance(v, torch.Tensor) and k != "step")
         mine[name] = {"params": params, "optimizer": moments}
-    every = [mine]
+    teacher = sum(local(p).nbytes for p in run.teacher.parameters())
+    every, teachers = [mine], [teacher]
     if run.accelerator.num_processes > 1:
         every = [None] * run.accelerator.num_processes
         torch.distributed.all_gather_object(every, mine)
-    run.log.write({"event": "state_bytes", "stage": stage, "parallel": run.mode, "per_process": every})
+        teachers = [None] * run.accelerator.num_processes
+        torch.distributed.all_gather_object(teachers, teacher)
+    run.log.write({"event": "state_bytes", "stage": stage, "parallel": run.mode, "per_process": every,
+                   "teacher_per_process": teachers, "teacher": "shard" if run.teacher_template is not None else "replicate"})
 
 
 def stage_iterations(cfg: TrainConfig, stage: str) -> int:

@@ -4,19 +4,21 @@ state and EMA, replicated (one process, DDP) or sharded (FSDP2), for `tmd distil
 Parameter counts come from the exact architecture built on the meta device (no weights are allocated), so
 the plan of the 14B preset takes a second on any machine. Per trained parameter the plan counts:
 
-    weights    master dtype (fp32: 4 B, bf16: 2 B)
+    weights    master dtype (`master_dtype`, fp32: 4 B, bf16: 2 B)
     gradients  master dtype
-    optimiser  AdamW's two moments, 2 x optim dtype (fp32: 8 B; torch's AdamW keeps them in the
-               parameter's dtype, so bf16 master weights with fp32 moments needs a master-weight
-               optimiser: the plan's figure is the target, the loop today trains fp32 masters)
+    optimiser  AdamW's two moments in fp32 (8 B): torch's AdamW for fp32 masters, the loop's MasterAdamW
+               (steps.py) for bf16 masters
     EMA        fp32 (4 B) for the student when ema_decay > 0
 
-and the frozen teacher's weights in `teacher_dtype` (bf16 by default). Sharded mode divides every
-per-parameter figure by the process count (FSDP2 keeps 1/N of each parameter, gradient and moment per
-process); the teacher is sharded too unless `teacher: replicated`. With sharding over several processes what
-FSDP2 gathers while a loss runs is added: the network's parameters outside its blocks plus two blocks
-(the one running and the next being gathered). Activations
-and the allocator's slack are not counted: the plan reports what is left for them.
+and the frozen teacher's weights in `teacher_dtype` ("auto" is bf16 here: the plan is for GPUs). These are
+the run config's own settings (`master_dtype`, `teacher_placement`, `teacher_dtype`), so the plan describes
+the run the same config trains; `tmd distill --plan` flags override them for a what-if. Sharded mode divides
+every per-parameter figure by the process count (FSDP2 keeps 1/N of each parameter, gradient and moment per
+process); with `teacher_placement: shard` the teacher too, except the parameters the network holds itself
+(Wan's scale_shift_table), which `sharding.shard_frozen` leaves whole. With sharding over several processes
+what FSDP2 gathers while a loss runs is added: the network's parameters outside its blocks plus two blocks
+(the one running and the next being gathered); for a sharded teacher two blocks. Activations and the
+allocator's slack are not counted: the plan reports what is left for them.
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ from ..errors import ConfigError
 
 DTYPE_BYTES = {"fp32": 4, "bf16": 2}
 SHARDING = ("full", "sharded")  # full: every process holds everything (one process, DDP); sharded: FSDP2
-TEACHER_MODES = ("sharded", "replicated")
+TEACHER_MODES = ("shard", "replicate")  # the run config's teacher_placement
 # The Wan2.1 architecture of each preset (the transformer config shipped in tmd_core/configs).
 PRESET_ARCH = {"wan21_1p3b": "wan21_t2v_1.3b.json", "wan21_14b": "wan21_t2v_14b.json"}
 GB = 1e9
@@ -43,10 +45,10 @@ GB = 1e9
 class PlanSettings:
     processes: int = 1
     sharding: str = "full"
-    master_dtype: str = "fp32"  # dtype of the trained weights and their gradients
-    optim_dtype: str = "fp32"  # dtype of AdamW's moments
+    master_dtype: str = "fp32"  # dtype of the trained weights and their gradients (config master_dtype)
+    optim_dtype: str = "fp32"  # dtype of AdamW's moments: fp32, as the loop keeps them
     teacher_dtype: str = "bf16"
-    teacher: str = "sharded"  # with sharding=sharded: shard the frozen teacher too, or replicate it
+    teacher: str = "replicate"  # with sharding=sharded: the config's teacher_placement (shard | replicate)
     gpu_mem: float | None = None  # bytes of one GPU, for the fits / does-not-fit verdict
 
 
@@ -109,8 +111,22 @@ def count_params(module: torch.nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())
 
 
-def plan_rows(counts: dict[str, int], cfg, s: PlanSettings, stage: str) -> list[ModelRow]:
-    """Per-process bytes of each network alive in `stage` (the teacher is resident in both stages)."""
+def settings_for(cfg, processes: int = 1, sharding: str = "sharded", gpu_mem: float | None = None,
+                 **overrides) -> PlanSettings:
+    """The plan's settings of the run `cfg` trains (its master_dtype, teacher_placement, teacher_dtype; "auto"
+    is bf16, the GPU choice), then `overrides` (None values ignored)."""
+    s = PlanSettings(processes=processes, sharding=sharding, master_dtype=cfg.master_dtype,
+                     teacher_dtype="bf16" if cfg.teacher_dtype == "auto" else cfg.teacher_dtype,
+                     teacher=cfg.teacher_placement, gpu_mem=gpu_mem)
+    for k, v in overrides.items():
+        if v is not None:
+            setattr(s, k, v)
+    return s
+
+
+def plan_rows(counts: dict[str, int], cfg, s: PlanSettings, stage: str, teacher_whole: int = 0) -> list[ModelRow]:
+    """Per-process bytes of each network alive in `stage` (the teacher is resident in both stages);
+    `teacher_whole`: the teacher's parameters that stay whole on every process when it is sharded."""
     check_plan_settings(s)
     shard = s.processes if s.sharding == "sharded" else 1
     master, optim = DTYPE_BYTES[s.master_dtype], DTYPE_BYTES[s.optim_dtype]
@@ -125,8 +141,12 @@ def plan_rows(counts: dict[str, int], cfg, s: PlanSettings, stage: str) -> list[
             continue
         n = counts[name]
         if name == "teacher":
-            divide = shard if s.teacher == "sharded" else 1
-            rows.append(ModelRow(name, n, 0, {"weights": per_process(n, DTYPE_BYTES[s.teacher_dtype], divide)}))
+            tb = DTYPE_BYTES[s.teacher_dtype]
+            if s.teacher == "shard" and shard > 1:
+                weights = per_process(n - teacher_whole, tb) + teacher_whole * tb
+            else:
+                weights = n * tb
+            rows.append(ModelRow(name, n, 0, {"weights": weights}))
             continue
         b = {"weights": per_process(n, master), "gradients": per_process(n, master),
              "optimizer": 2 * per_process(n, optim)}
@@ -141,9 +161,14 @@ def check_plan_settings(s: PlanSettings) -> None:
 
     check_int("--processes", s.processes, 1, error=ConfigError)
     check_choice("--sharding", s.sharding, SHARDING, "full = one process or DDP, sharded = FSDP2", error=ConfigError)
-    for name in ("master_dtype", "optim_dtype", "teacher_dtype"):
+    for name in ("master_dtype", "teacher_dtype"):
         check_choice(f"--{name.replace('_', '-')}", getattr(s, name), tuple(DTYPE_BYTES), error=ConfigError)
-    check_choice("--teacher-mode", s.teacher, TEACHER_MODES, error=ConfigError)
+    check_choice("optim_dtype", s.optim_dtype, ("fp32",), "the loop keeps AdamW's moments in fp32 for either "
+                 "master dtype", error=ConfigError)
+    check_choice("--teacher-placement", s.teacher, TEACHER_MODES, error=ConfigError)
+    if s.teacher == "shard" and s.sharding == "full" and s.processes > 1:
+        raise ConfigError("--teacher-placement shard needs --sharding sharded (FSDP2): a DDP run replicates the "
+                          "teacher; pass --teacher-placement replicate")
 
 
 def memory_plan(cfg, tcfg: dict, s: PlanSettings) -> dict:
@@ -156,11 +181,18 @@ def memory_plan(cfg, tcfg: dict, s: PlanSettings) -> dict:
     for k, m in models.items():
         blocks = [count_params(b) for b in transformer_blocks(m)]
         units[k] = (counts[k] - sum(blocks), max(blocks, default=0))
-    stages = {st: plan_rows(counts, cfg, s, st) for st in cfg.stages}
+    whole = teacher_whole_params(models["teacher"])
+    stages = {st: plan_rows(counts, cfg, s, st, teacher_whole=whole) for st in cfg.stages}
     states = max(sum(r.total for r in rows) for rows in stages.values())
     gathered = max(gathered_bytes(rows, s, units) for rows in stages.values())
     return {"stages": stages, "states": states, "gathered": gathered, "peak": states + gathered, "counts": counts,
             "settings": s}
+
+
+def teacher_whole_params(teacher: torch.nn.Module) -> int:
+    """Parameters a sharded teacher keeps whole on every process: the ones the network holds itself, outside
+    every child module (sharding.shard_frozen)."""
+    return sum(p.numel() for p in teacher.parameters(recurse=False))
 
 
 def gathered_bytes(rows: list[ModelRow], s: PlanSettings, units: dict) -> int:
@@ -171,17 +203,20 @@ def gathered_bytes(rows: list[ModelRow], s: PlanSettings, units: dict) -> int:
         return 0
     sizes = []
     for r in rows:
-        if r.trainable or (r.name == "teacher" and s.teacher == "sharded"):
-            rest, block = units[r.name]
-            sizes.append((rest + 2 * block) * DTYPE_BYTES[s.master_dtype if r.trainable else s.teacher_dtype])
+        rest, block = units[r.name]
+        if r.trainable:
+            sizes.append((rest + 2 * block) * DTYPE_BYTES[s.master_dtype])
+        elif r.name == "teacher" and s.teacher == "shard":  # units per block and per embedding, resharded
+            sizes.append(2 * block * DTYPE_BYTES[s.teacher_dtype])
     return max(sizes, default=0)
 
 
 def format_plan(plan: dict, title: str) -> str:
     s: PlanSettings = plan["settings"]
-    mode = (f"{s.processes} process(es), {'FSDP2 sharded' if s.sharding == 'sharded' else 'full replica per process'}"
-            f", {s.master_dtype} master weights + {s.optim_dtype} AdamW moments, teacher {s.teacher_dtype}"
-            + (f" {s.teacher}" if s.sharding == "sharded" else ""))
+    sharded = s.sharding == "sharded" and s.processes > 1
+    layout = "FSDP2 sharded" if sharded else ("one process" if s.processes == 1 else "full replica per process")
+    mode = (f"{s.processes} process(es), {layout}, {s.master_dtype} master weights + {s.optim_dtype} AdamW moments, "
+            f"teacher {s.teacher_dtype}" + (f" {'sharded' if s.teacher == 'shard' else 'replicated'}" if sharded else ""))
     lines = [f"memory plan: {title}", f"  {mode}", "  bytes per process (GB = 1e9 bytes):"]
     cols = ("weights", "gradients", "optimizer", "ema")
     for stage, rows in plan["stages"].items():
@@ -208,13 +243,15 @@ def format_plan(plan: dict, title: str) -> str:
 
 def measure_bytes(module: torch.nn.Module, *, optim_step: bool = True, ema: bool = False,
                   chunk_elements: int = 1 << 62) -> dict:
-    """Measured bytes of a real module: its parameters, gradients and AdamW moments after one step, and an
+    """Measured bytes of a real module: its parameters, gradients and the loop's AdamW moments after one step
+    (steps.make_optimizer for the parameters' dtype: torch's AdamW for fp32, MasterAdamW for bf16), and an
     EMA copy (the loop's `EMA`), counted from the tensors (`Tensor.nbytes`; a DTensor counts its local shard).
 
     Gradients are zeros of each parameter (no forward is needed: what is measured is storage). With
     `chunk_elements`, gradients, moments and EMA are made for that many parameter elements at a time and
     freed before the next chunk, so a 1.3B model is measured in its own size plus a chunk of memory."""
     from .state import EMA
+    from .steps import make_optimizer
 
     def local(t):
         return t.to_local() if hasattr(t, "to_local") else t
@@ -238,7 +275,8 @@ def measure_bytes(module: torch.nn.Module, *, optim_step: bool = True, ema: bool
         if optim_step:
             for p in params:
                 p.grad = torch.zeros_like(p)
-            opt = torch.optim.AdamW(params, lr=0.0)
+            master = "bf16" if params[0].dtype == torch.bfloat16 else "fp32"
+            opt = make_optimizer(params, 0.0, (0.9, 0.999), 0.0, master)
             opt.step()
             out["gradients"] += sum(local(p.grad).nbytes for p in params)
             out["optimizer"] += sum(local(v).nbytes for st in opt.state.values() for k, v in st.items()

@@ -107,10 +107,12 @@ def select_out(out: BackboneOut, idx: torch.Tensor) -> BackboneOut:
     )
 
 
-def _fp32_state(out: BackboneOut, device_type: str):
+def _fp32_state(out: BackboneOut, device_type: str, weights_dtype: torch.dtype = torch.float32):
     """Under autocast, run the finite difference in fp32: with bf16 rounding (~4e-3) a difference
-    over 2δ = 1e-2 would be noise. Returns (context manager, BackboneOut cast to fp32)."""
-    if not torch.is_autocast_enabled(device_type):
+    over 2δ = 1e-2 would be noise. Returns (context manager, BackboneOut cast to fp32). With bf16 master
+    weights (`master_dtype: bf16`) there are no fp32 weights to run: it stays under bf16 autocast
+    (docs/design.md §7 says what this costs)."""
+    if not torch.is_autocast_enabled(device_type) or weights_dtype != torch.float32:
         return contextlib.nullcontext(), out
     rot = tuple(r.float() for r in out.rotary_emb) if isinstance(out.rotary_emb, tuple) else out.rotary_emb
     out = dataclasses.replace(out, m=out.m.float(), context=out.context.float(), rotary_emb=rot)
@@ -160,7 +162,7 @@ def finite_difference_du_ds(student, out: BackboneOut, y_s, v_g, s, r, delta: fl
     y_hi = y_i + _per_sample(s_hi - s_i, y_i) * v_i
     y_lo = y_i + _per_sample(s_lo - s_i, y_i) * v_i
     sub = select_out(out, torch.cat([idx, idx]).to(out.m.device))
-    precision, sub = _fp32_state(sub, y_s.device.type)
+    precision, sub = _fp32_state(sub, y_s.device.type, next(student.parameters()).dtype)
     with precision:
         pred = student.head(sub, torch.cat([y_hi, y_lo]), torch.cat([s_hi, s_lo]), torch.cat([r_i, r_i])).to(
             work

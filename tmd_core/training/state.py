@@ -123,7 +123,7 @@ def _optim_restore(name: str, module, opt, tensors: dict, meta: dict) -> None:
             if hasattr(p, "device_mesh") and v.dim() > 0:  # FSDP2: this process's shard of a moment
                 from torch.distributed.tensor import DTensor
 
-                v = DTensor.from_local(v.to(p.dtype), p.device_mesh, p.placements, shape=p.shape, stride=p.stride())
+                v = DTensor.from_local(v, p.device_mesh, p.placements, shape=p.shape, stride=p.stride())
             state.setdefault(pos[pname], {})[key] = v
     for pname, extra in meta.get("other", {}).items():
         state.setdefault(pos[pname], {}).update(extra)

@@ -18,9 +18,65 @@ def autocast(acc, cfg):
     return torch.autocast(device_type=acc.device.type, dtype=torch.bfloat16, enabled=cfg.mixed_precision == "bf16")
 
 
-def _adamw(module: torch.nn.Module, lr: float, betas, weight_decay: float) -> torch.optim.AdamW:
-    params = [p for p in module.parameters() if p.requires_grad]
+class MasterAdamW(torch.optim.Optimizer):
+    """AdamW for weights kept in bf16 (`master_dtype: bf16`) with its two moments in fp32.
+
+    torch's AdamW keeps the moments in the parameter's dtype; this one keeps them in fp32, computes the
+    update in fp32 (decoupled weight decay, bias correction, as torch.optim.AdamW) and rounds the new weight
+    to bf16 (to nearest: an update smaller than half a bf16 step of the weight is lost, the price of 2-byte
+    masters). Works on FSDP2's sharded parameters (DTensors) through their local shards."""
+
+    def __init__(self, params, lr: float, betas=(0.9, 0.999), eps: float = 1e-8, weight_decay: float = 0.01):
+        super().__init__(params, {"lr": lr, "betas": tuple(betas), "eps": eps, "weight_decay": weight_decay})
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        def local(t):
+            return t.to_local() if hasattr(t, "to_local") else t
+
+        for group in self.param_groups:
+            lr, (b1, b2), eps, wd = group["lr"], group["betas"], group["eps"], group["weight_decay"]
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                st = self.state[p]
+                if not st:
+                    st["step"] = torch.tensor(0.0)
+                    st["exp_avg"] = torch.zeros_like(p, dtype=torch.float32)
+                    st["exp_avg_sq"] = torch.zeros_like(p, dtype=torch.float32)
+                st["step"] += 1
+                n = float(st["step"])
+                g = local(p.grad).float()
+                m, v = local(st["exp_avg"]), local(st["exp_avg_sq"])
+                m.lerp_(g, 1 - b1)
+                v.mul_(b2).addcmul_(g, g, value=1 - b2)
+                w = local(p).float().mul_(1 - lr * wd)
+                denom = (v.sqrt() / (1 - b2**n) ** 0.5).add_(eps)
+                w.addcdiv_(m, denom, value=-lr / (1 - b1**n))
+                local(p).copy_(w)
+
+    def load_state_dict(self, state_dict):
+        """torch's Optimizer casts loaded moments to the parameter's dtype: put the saved fp32 ones back."""
+        saved = state_dict["state"]
+        super().load_state_dict(state_dict)
+        params = [p for g in self.param_groups for p in g["params"]]
+        for idx, st in saved.items():
+            p = params[int(idx)]
+            for key in ("exp_avg", "exp_avg_sq"):
+                if key in st:
+                    self.state[p][key] = st[key].to(device=p.device, dtype=torch.float32)
+
+
+def make_optimizer(params, lr: float, betas, weight_decay: float, master_dtype: str = "fp32"):
+    """The run's AdamW over `params`: torch's for fp32 master weights, MasterAdamW (fp32 moments) for bf16."""
+    params = list(params)
+    if master_dtype == "bf16":
+        return MasterAdamW(params, lr=lr, betas=betas, weight_decay=weight_decay)
     return torch.optim.AdamW(params, lr=lr, betas=tuple(betas), weight_decay=weight_decay)
+
+
+def _adamw(module: torch.nn.Module, lr: float, betas, weight_decay: float, master_dtype: str = "fp32"):
+    return make_optimizer([p for p in module.parameters() if p.requires_grad], lr, betas, weight_decay, master_dtype)
 
 
 class Stage1Trainer:
@@ -29,8 +85,8 @@ class Stage1Trainer:
     def __init__(self, cfg, student, accelerator, mode: str = "single"):
         self.cfg, self.student, self.acc = cfg, student, accelerator
         c = cfg.stage1
-        self.loss = wrap_loss(Stage1Loss(student, cfg), accelerator, mode)  # DDP or FSDP2 with several processes
-        self.opt = _adamw(student, c.lr, c.betas, c.weight_decay)
+        self.loss = wrap_loss(Stage1Loss(student, cfg), accelerator, mode, master_dtype=cfg.master_dtype)  # DDP or FSDP2 with several processes
+        self.opt = _adamw(student, c.lr, c.betas, c.weight_decay, cfg.master_dtype)
         self.modules = {"student": student}
         self.optimizers = {"student": (student, self.opt)}
         self.student_updated = True
@@ -57,18 +113,24 @@ class Stage2Trainer:
         self.fake_score = build_fake_score(cfg, teacher, accelerator.device)
         self.disc = None
         if c.gan_weight > 0:
-            self.disc = Discriminator.from_teacher(teacher, layers=c.disc_layers).to(accelerator.device).train()
+            from .builders import MASTER_DTYPE, cast_parameters
+
+            disc = Discriminator.from_teacher(teacher, layers=c.disc_layers).to(accelerator.device).train()
+            self.disc = cast_parameters(disc, MASTER_DTYPE[cfg.master_dtype])
         self.student_updated = False
         # FSDP2: the critics are units of their own (the student's loss reads them), the student's unit is its loss
         self.critic_loss = wrap_loss(CriticLoss(self.fake_score, self.disc, teacher, cfg), accelerator, mode,
-                                     units=(self.fake_score, self.disc))
-        self.gen_loss = wrap_loss(GeneratorLoss(student, teacher, self.fake_score, self.disc, cfg), accelerator, mode)
+                                     units=(self.fake_score, self.disc), master_dtype=cfg.master_dtype)
+        self.gen_loss = wrap_loss(GeneratorLoss(student, teacher, self.fake_score, self.disc, cfg), accelerator, mode,
+                                  master_dtype=cfg.master_dtype)
         self.opts = {  # after sharding: the optimisers hold the sharded parameters
-            "student": (student, _adamw(student, c.lr_student, c.betas, c.weight_decay)),
-            "fake_score": (self.fake_score, _adamw(self.fake_score, c.lr_fake, c.betas, c.weight_decay)),
+            "student": (student, _adamw(student, c.lr_student, c.betas, c.weight_decay, cfg.master_dtype)),
+            "fake_score": (self.fake_score, _adamw(self.fake_score, c.lr_fake, c.betas, c.weight_decay,
+                                                   cfg.master_dtype)),
         }
         if self.disc is not None:
-            self.opts["discriminator"] = (self.disc, _adamw(self.disc, c.lr_disc, c.betas, c.weight_decay))
+            self.opts["discriminator"] = (self.disc, _adamw(self.disc, c.lr_disc, c.betas, c.weight_decay,
+                                                            cfg.master_dtype))
         self.optimizers = self.opts
         self.modules = {name: m for name, (m, _) in self.opts.items()}
 
