@@ -82,7 +82,7 @@ class TrainConfig:
     # the frozen teacher on every process: "replicate" (whole, in teacher_dtype) | "shard" (FSDP2 units per
     # block and per embedding module, gathered while they run; FSDP2 launches and one process only)
     teacher_placement: str = "replicate"
-    teacher_dtype: str = "auto"  # "auto" (bf16 on a GPU, as loaded on the CPU) | "bf16" | "fp32"
+    teacher_dtype: str = "auto"  # "auto" (bf16 on a GPU, fp32 on the CPU: bf16 is slow there) | "bf16" | "fp32"
     gradient_checkpointing: bool = False
     ema_decay: float = 0.0  # 0 disables the EMA of the student
     log_every: int = 10
