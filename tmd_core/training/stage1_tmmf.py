@@ -162,7 +162,8 @@ def finite_difference_du_ds(student, out: BackboneOut, y_s, v_g, s, r, delta: fl
     y_hi = y_i + _per_sample(s_hi - s_i, y_i) * v_i
     y_lo = y_i + _per_sample(s_lo - s_i, y_i) * v_i
     sub = select_out(out, torch.cat([idx, idx]).to(out.m.device))
-    precision, sub = _fp32_state(sub, y_s.device.type, next(student.parameters()).dtype)
+    params = getattr(student, "parameters", None)  # an exact-flow stand-in (tests) has none: fp32
+    precision, sub = _fp32_state(sub, y_s.device.type, next(params()).dtype if params else torch.float32)
     with precision:
         pred = student.head(sub, torch.cat([y_hi, y_lo]), torch.cat([s_hi, s_lo]), torch.cat([r_i, r_i])).to(
             work
