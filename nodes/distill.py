@@ -11,7 +11,7 @@ import os
 
 from ..tmd_core.checkpoint import install_checkpoint, load_tmd
 from ..tmd_core.errors import InputError
-from ..tmd_core.loading import DMD_FORMAT, describe_checkpoint
+from ..tmd_core.loading import describe_checkpoint, not_a_teacher
 from ..tmd_core.toy.text import ToyTextEncoder
 from ..tmd_core.training.distill import (
     check_run_name,
@@ -40,11 +40,9 @@ def _check_teacher_file(path: str, head_blocks: int, frames: int, height: int, w
     from types import SimpleNamespace
 
     info = describe_checkpoint(path)
-    if info["kind"] == "tmd":
-        raise InputError(f"teacher_name {os.path.basename(path)} is a TMD student: pick the Wan teacher it was made from")
-    if info.get("format") == DMD_FORMAT:
-        raise InputError(f"teacher_name {os.path.basename(path)} is a DMD2-v student (a few-step model, not a 50-step "
-                         "teacher): pick the Wan teacher it was distilled from")
+    what = not_a_teacher(info)
+    if what:
+        raise InputError(f"teacher_name {os.path.basename(path)} is {what} (not a 50-step teacher): pick the Wan teacher it was made from")
     layers = info["num_layers"]
     check_int("head_blocks", head_blocks, 1, layers - 1,
               hint=f"the teacher has {layers} blocks and the backbone needs at least one")

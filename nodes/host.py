@@ -13,7 +13,7 @@ import folder_paths
 import torch
 
 from ..tmd_core.errors import InputError
-from ..tmd_core.loading import DMD_FORMAT, describe_checkpoint, detect_checkpoint_kind
+from ..tmd_core.loading import describe_checkpoint, not_a_teacher
 from ..tmd_core.toy.shipped import ASSETS as TOY_ASSETS
 from ..tmd_core.training.runlog import loss_line
 from ..tmd_core.worlds import is_wan21
@@ -44,9 +44,8 @@ def toy_choices(kind: str | None = None) -> list[str]:
     """`toy/<file>` for each toy checkpoint shipped in tmd_core/toy/assets; `kind="teacher"` keeps plain Wan files."""
     names = sorted(p.name for p in TOY_ASSETS.glob("*.safetensors")) if TOY_ASSETS.is_dir() else []
     names = [n for n in names if n != "toy_vae.safetensors"]  # the toy VAE is used by TMDToyDecode, not a model
-    if kind == "teacher":  # plain Wan files that are teachers: no TMD student, no DMD2-v student (format wan-dmd)
-        names = [n for n in names if detect_checkpoint_kind(TOY_ASSETS / n) != "tmd"
-                 and describe_checkpoint(TOY_ASSETS / n).get("format") != DMD_FORMAT]
+    if kind == "teacher":  # teachers only: no TMD student or patch, no DMD2-v student
+        names = [n for n in names if not_a_teacher(describe_checkpoint(TOY_ASSETS / n)) is None]
     return [f"{TOY_PREFIX}{n}" for n in names]
 
 

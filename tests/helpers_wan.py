@@ -140,3 +140,17 @@ def run_teacher(model, latent, context, timestep: float = 500.0) -> torch.Tensor
             hidden_states=latent.to(dtype), timestep=t, encoder_hidden_states=context.to(dtype), return_dict=False
         )[0]
     return out.float()
+
+
+def moved_student(teacher, seed: int = 1, head_blocks: int = 1):
+    """A TMD student of `teacher` whose every tensor moved away from the teacher's (as training moves them)."""
+    import copy
+
+    from tmd_core.model import TMDModel
+
+    model = TMDModel.from_teacher(copy.deepcopy(teacher), head_blocks=head_blocks)
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.05 * torch.randn(p.shape, generator=g))
+    return model.eval()

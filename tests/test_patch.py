@@ -5,7 +5,7 @@ import json
 
 import pytest
 import torch
-from helpers_wan import make_tiny_teacher, save_diffusers_single
+from helpers_wan import make_tiny_teacher, moved_student, save_diffusers_single
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
@@ -18,20 +18,10 @@ from tmd_core.patch_file import load_patch, load_patched, read_patch_info, save_
 FULL_RANK = 32  # the tiny Wan's largest min(out, in): it is 32 wide
 
 
-def _student(teacher, seed=1):
-    """A TMD student of `teacher` whose every tensor moved away from the teacher's (as training moves them)."""
-    model = tmd.TMDModel.from_teacher(copy.deepcopy(teacher), head_blocks=1)
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in model.parameters():
-            p.add_(0.05 * torch.randn(p.shape, generator=g))
-    return model.eval()
-
-
 @pytest.fixture(scope="module")
 def pair():
     teacher = make_tiny_teacher(0)
-    return teacher, _student(teacher)
+    return teacher, moved_student(teacher)
 
 
 def _sample(model):
@@ -40,7 +30,7 @@ def _sample(model):
     return tmd.sample_tmd(model, noise, ctx, tmd.TMDSchedule(outer_steps=2, inner_steps=2))
 
 
-def test_full_rank_patch_rebuilds_the_student(pair, tmp_path):
+def test_full_rank_patch_rebuilds_themoved_student(pair, tmp_path):
     teacher, student = pair
     patch = extract_patch_from_models(student, teacher, FULL_RANK, dtype=torch.float32)
     assert patch.errors[-1]["rank"] == "stored" and patch.errors[-1]["relative"] <= 1e-5
@@ -119,7 +109,7 @@ def test_what_is_lora_and_what_is_whole(pair):
 
 def test_unchanged_tensors_are_left_out(pair):
     teacher, _ = pair
-    student = _student(teacher)
+    student = moved_student(teacher)
     with torch.no_grad():  # a student whose backbone blocks were frozen
         student.transformer.blocks[0].load_state_dict(teacher.blocks[0].state_dict())
     patch = extract_patch_from_models(student, teacher, FULL_RANK, dtype=torch.float32)

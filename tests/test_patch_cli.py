@@ -1,9 +1,8 @@
 """`tmd extract-lora`, and a patch through `tmd info` and `tmd generate PATCH --teacher T` (docs/patches.md)."""
 
-import copy
 
 import torch
-from helpers_wan import make_tiny_teacher, save_diffusers_single
+from helpers_wan import make_tiny_teacher, moved_student, save_diffusers_single
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
@@ -13,11 +12,8 @@ from tmd_core.cli import main
 
 def _files(tmp_path):
     teacher = make_tiny_teacher(0)
-    student = tmd.TMDModel.from_teacher(copy.deepcopy(teacher), head_blocks=1)
-    g = torch.Generator().manual_seed(1)
-    with torch.no_grad():
-        for p in student.parameters():
-            p.add_(0.05 * torch.randn(p.shape, generator=g))
+    student = moved_student(teacher)
+    g = torch.Generator().manual_seed(2)
     t = save_diffusers_single(teacher, tmp_path / "teacher.safetensors", sidecar=True)
     s = tmd.save_tmd(student, tmp_path / "student.safetensors")
     ctx = tmp_path / "ctx.safetensors"

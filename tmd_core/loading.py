@@ -41,6 +41,13 @@ __all__ = [
 
 KINDS = ("wan-original", "wan-diffusers", "wan-diffusers-folder", "tmd", "tmd-patch")
 DMD_FORMAT = "wan-dmd"  # metadata `format` of a DMD2-v student: a plain Wan file, but no teacher (docs/design.md §4)
+
+
+def not_a_teacher(info: Mapping[str, Any]) -> str | None:
+    """What a checkpoint is when it is no Wan teacher ("a TMD student", "a TMD patch", "a DMD2-v student"), from
+    `describe_checkpoint`'s header info; None for a teacher. Every place that takes a teacher by name asks this."""
+    what = {"tmd": "a TMD student", "tmd-patch": "a TMD patch"}.get(info["kind"])
+    return what or ("a DMD2-v student" if info.get("format") == DMD_FORMAT else None)
 _FLOAT8 = tuple(getattr(torch, n) for n in ("float8_e4m3fn", "float8_e5m2") if hasattr(torch, n))
 # Keys of ComfyUI's "scaled fp8" files that only describe the quantisation.
 _FP8_EXTRA_SUFFIXES = (".scale_weight", ".scale_input")

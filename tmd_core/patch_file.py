@@ -203,9 +203,9 @@ def load_patch(path) -> Patch:
 
 def check_teacher_info(info: dict, name: str, flag: str = "the teacher", error=CheckpointError) -> None:
     """A patch's teacher (or an extraction's) must be a Wan teacher: not a TMD student or patch, not a DMD2-v student."""
-    what = {"tmd": "a TMD student", "tmd-patch": "a TMD patch"}.get(info["kind"])
-    if what is None and info.get("format") == "wan-dmd":
-        what = "a DMD2-v student"
+    from .loading import not_a_teacher
+
+    what = not_a_teacher(info)
     if what:
         raise error(f"{flag} {name} is {what}, not a Wan teacher: give the teacher the TMD student was distilled from")
 

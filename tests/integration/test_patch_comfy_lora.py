@@ -10,11 +10,10 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers_wan import make_tiny_teacher
+from helpers_wan import make_tiny_teacher, moved_student
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-import tmd_core as tmd
 from tmd_core.layouts import diffusers_to_original_state_dict
 from tmd_core.patch import apply_patch, extract_patch_from_models
 from tmd_core.patch_file import save_patch
@@ -31,11 +30,7 @@ def comfy_python() -> list[str]:
 def test_comfyui_lora_loader_takes_every_lora_key_and_merges_like_apply_patch(tmp_path):
     cmd = comfy_python()
     teacher = make_tiny_teacher(0)
-    student = tmd.TMDModel.from_teacher(copy.deepcopy(teacher), head_blocks=1)
-    g = torch.Generator().manual_seed(1)
-    with torch.no_grad():
-        for p in student.parameters():
-            p.add_(0.05 * torch.randn(p.shape, generator=g))
+    student = moved_student(teacher)
     patch = extract_patch_from_models(student, teacher, 8, dtype=torch.float32)
     path = save_patch(patch, tmp_path / "p.safetensors")
     base = tmp_path / "base.safetensors"

@@ -72,13 +72,12 @@ def teacher_identity(cfg, teacher, cache_dir: Path) -> dict:
     return identity
 
 
-def teacher_dtype(cfg, device, loaded: torch.dtype) -> torch.dtype:
+def teacher_dtype(cfg, device) -> torch.dtype:
     """The frozen teacher's dtype: `teacher_dtype` bf16 or fp32, or "auto": bf16 on a GPU, fp32 on the CPU.
 
     On the CPU a bf16 teacher is slow where the processor has no bf16 matrix units: a DMD2-v toy run with the
     shipped bf16 toy teacher took 3.5 s per stage-2 iteration against 1.5 s with the same weights in fp32,
     under the same load (2-core AMD EPYC, one thread per run, two runs side by side)."""
-    del loaded  # kept in the signature: the loaded dtype no longer decides
     if cfg.teacher_dtype == "auto":
         return torch.bfloat16 if torch.device(device).type != "cpu" else torch.float32
     return {"bf16": torch.bfloat16, "fp32": torch.float32}[cfg.teacher_dtype]
@@ -91,8 +90,7 @@ def load_frozen_teacher(cfg, teacher, device) -> torch.nn.Module:
         from ..loading import load_teacher
 
         teacher = load_teacher(cfg.model.teacher, device=device)
-    loaded = next(teacher.parameters()).dtype
-    teacher = cast_parameters(teacher.to(device), teacher_dtype(cfg, device, loaded)).eval()
+    teacher = cast_parameters(teacher.to(device), teacher_dtype(cfg, device)).eval()
     teacher.requires_grad_(False)
     if cfg.gradient_checkpointing and "stage2" in cfg.stages:
         teacher.enable_gradient_checkpointing()  # the GAN term backpropagates through its blocks
