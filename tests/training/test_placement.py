@@ -52,8 +52,10 @@ for name, teacher in (("replicate", replicated), ("shard", sharded)):
                  "grads_on_teacher": any(p.grad is not None for p in teacher.parameters())}
 rel = {k: ((out["shard"][k] - out["replicate"][k]).abs().max() / out["replicate"][k].abs().max()).item()
        for k in ("v", "loss", "grad")}
-print(json.dumps({"rank": rank, "rel": rel, "bytes": {k: out[k]["bytes"] for k in out},
-                  "grads_on_teacher": out["shard"]["grads_on_teacher"]}), flush=True)
+# one file per rank: two processes printing to one pipe can interleave their lines
+with open(os.path.join(os.environ["TMD_REPORTS"], f"rank{rank}.json"), "w") as f:
+    json.dump({"rank": rank, "rel": rel, "bytes": {k: out[k]["bytes"] for k in out},
+               "grads_on_teacher": out["shard"]["grads_on_teacher"]}, f)
 dist.destroy_process_group()
 '''
 
@@ -70,12 +72,13 @@ def test_a_sharded_teacher_computes_what_the_replicated_one_does_with_half_the_b
     holds about half of the teacher's bytes (measured from the tensors) and the teacher gets no gradient."""
     script = tmp_path / "worker.py"
     script.write_text(WORKER)
-    env = dict(os.environ, PYTHONPATH=str(REPO), OMP_NUM_THREADS="1", CUDA_VISIBLE_DEVICES="", TMD_TESTS=str(TESTS))
+    env = dict(os.environ, PYTHONPATH=str(REPO), OMP_NUM_THREADS="1", CUDA_VISIBLE_DEVICES="", TMD_TESTS=str(TESTS),
+               TMD_REPORTS=str(tmp_path))
     res = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
                           "--master_port", str(_free_port()), str(script)], env=env, capture_output=True, text=True,
                          timeout=300)
     assert res.returncode == 0, res.stderr[-3000:]
-    reports = [json.loads(line) for line in res.stdout.splitlines() if line.startswith('{"rank"')]
+    reports = [json.loads(p.read_text()) for p in sorted(tmp_path.glob("rank*.json"))]
     assert sorted(r["rank"] for r in reports) == [0, 1]
     for r in reports:
         print(f"rank {r['rank']}: sharded vs replicated, largest relative difference {r['rel']}; teacher bytes "
