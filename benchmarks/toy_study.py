@@ -228,9 +228,11 @@ def cmd_report(args) -> None:
     (res / "toy_study.json").write_text(json.dumps(doc, indent=1, default=str))
     (res / "toy_study.md").write_text(format_summary(summary, pairs) + "\n" + format_seed_differences(seeds))
     plot_curves(doc["curves"], res / "toy_study_losses.png")
+    plot_tradeoff(benches, res / "toy_study_tradeoff.png")
     print(format_summary(summary, pairs))
     print(format_seed_differences(seeds))
-    print(f"wrote {res / 'toy_study.json'}, {res / 'toy_study.md'}, {res / 'toy_study_losses.png'}")
+    print(f"wrote {res / 'toy_study.json'}, {res / 'toy_study.md'}, {res / 'toy_study_losses.png'}, "
+          f"{res / 'toy_study_tradeoff.png'}")
 
 
 ABLATIONS = (("s1_tm", "s1_tmmf"), ("s1_concat", "s1_tmmf"))  # (variant, baseline): the paper's stage-1 ablations
@@ -296,6 +298,38 @@ def format_summary(summary: dict, pairs: list) -> str:
             cells = [f"{p[k]['mean']:+.3f} [{p[k]['lo']:+.3f}, {p[k]['hi']:+.3f}]" for k in ("adherence", "quality", "diversity")]
             lines.append(f"| {p.get('world', '')} | {p['a']} | {p['b']} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
+
+
+def plot_tradeoff(benches: dict, path: Path, row: str = "TMD outer 2 x inner 2") -> None:
+    """One point per TMD run at `row`: its inner-noise use (spread over y1 ÷ spread over the outer noise) against
+    its diversity and adherence, next to every DMD2-v 2-step run (horizontal lines) — the
+    trade-off the stage-2 TM-MF weight sets."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.6))
+    marks = iter("osD^vP*Xh")
+    for var in sorted(v for v in benches if v.startswith(("tmd_w", "s1_"))):
+        pts = [(rows[row]["inner_outer_ratio"], rows[row]["diversity"], rows[row]["adherence"], seed)
+               for seed, rows in benches[var].items() if row in rows and rows[row].get("inner_outer_ratio") is not None]
+        if not pts:
+            continue
+        m = next(marks, "o")
+        for ax, i in zip(axes, (1, 2)):
+            ax.scatter([p[0] for p in pts], [p[i] for p in pts], marker=m, label=var, s=40)
+    base = [rows["DMD2-v 2-step"] for rows in benches.get("dmd2v", {}).values() if "DMD2-v 2-step" in rows]
+    for ax, key in zip(axes, ("diversity", "adherence")):
+        for k, r in enumerate(base):
+            ax.axhline(r[key], color="k", lw=0.8, ls="--", label="DMD2-v 2-step (one line per run)" if k == 0 else None)
+        ax.axvline(0.3, color="r", lw=0.8, ls=":", label="inner/outer = 0.3" if key == "diversity" else None)
+        ax.set_xlabel("inner-noise spread / outer-noise spread")
+        ax.set_ylabel(key)
+        ax.set_title(f"{row}: {key}")
+    axes[0].legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
 
 
 def plot_curves(curves: dict, path: Path) -> None:
