@@ -239,13 +239,17 @@ def install_assets(paths: dict[str, Path], assets: Path | None = None) -> dict[s
             prov = json.loads(meta["provenance"])
             prov["vae"] = installed["toy_vae"].name
             meta["provenance"] = json.dumps(prov)
-        if name in ("toy_tmd", "toy_dmd2v") and "toy_teacher" in installed and "provenance" in meta:
+        # a student installed alone names the teacher already installed (a run trained with a copy of it)
+        teacher = installed.get("toy_teacher") or (assets / "toy_teacher.safetensors")
+        if name in ("toy_tmd", "toy_dmd2v") and teacher.exists() and "provenance" in meta:
             prov = json.loads(meta["provenance"])
             prov["training_teacher_sha256"] = prov.get("teacher_sha256")
-            prov["teacher"] = installed["toy_teacher"].name
-            prov["teacher_sha256"] = teacher_sha256(installed["toy_teacher"])
-            prov["teacher_sha256_of"] = (f"the installed bf16 {installed['toy_teacher'].name}; training_teacher_sha256 "
+            prov["teacher"] = teacher.name
+            prov["teacher_sha256"] = teacher_sha256(teacher)
+            prov["teacher_sha256_of"] = (f"the installed bf16 {teacher.name}; training_teacher_sha256 "
                                          "is the fp32 teacher file the run trained with")
+            if prov.get("student_init"):  # a path of the training machine: keep its file name only
+                prov["student_init"] = Path(prov["student_init"]).name
             meta["provenance"] = json.dumps(prov)
         # the VAE stays fp32 (1.3 MB): its decoder draws every pixel the benchmark reads
         cast = name != "toy_vae"
