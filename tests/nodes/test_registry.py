@@ -85,3 +85,21 @@ def test_every_menu_is_checked_when_the_prompt_is_posted(pack, nodes, node_id):
         assert message == f"{name}: 'no such choice' not in {options}", message  # ComfyUI's V1 wording
         if options:
             assert cls.validate_inputs(**{**unset, name: options[-1]}) is True
+
+
+def test_a_comfyui_without_the_v3_schema_gets_an_import_error_naming_the_version(tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    (tmp_path / "comfy").mkdir()
+    (tmp_path / "comfy" / "__init__.py").write_text("")
+    (tmp_path / "folder_paths.py").write_text("")  # a ComfyUI before 0.3.48: no comfy_api
+    repo = Path(__file__).resolve().parents[2]
+    code = ("import importlib.util as u, sys\n"
+            f"s = u.spec_from_file_location('pack', {str(repo / '__init__.py')!r}, submodule_search_locations=[])\n"
+            "m = u.module_from_spec(s); sys.modules['pack'] = m; s.loader.exec_module(m)")  # fmt: skip
+    p = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env={"PYTHONPATH": str(tmp_path)},
+                       capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert p.returncode == 1
+    assert "ImportError: the TMD nodes need ComfyUI 0.3.64 or later (V3 node schema, comfy_api.latest)" in p.stderr
