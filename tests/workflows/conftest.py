@@ -34,6 +34,7 @@ sys.path.pop(0)
 def pack_nodes() -> dict:
     """node id -> class of the pack's nodes, registered as ComfyUI does (`comfy_entrypoint`, V3)."""
     pack = sys.modules.get(PACK_NAME) or load_module(PACK_NAME, REPO / "__init__.py", package=True)
+    sys.modules[PACK_NAME + ".nodes"].host.register_model_folder()  # the menus list it (the pack registers it once)
     classes = asyncio.run(asyncio.run(pack.comfy_entrypoint()).get_node_list())
     return {cls.GET_SCHEMA().node_id: cls for cls in classes}
 
@@ -47,9 +48,7 @@ def node_info(cls) -> dict:
 def pack_object_info(tmp_path_factory) -> dict:
     """The pack's nodes as /object_info lists them on a host with empty model folders."""
     MODULES["folder_paths"]._reset(tmp_path_factory.mktemp("comfyui"))
-    nodes = pack_nodes()
-    sys.modules[PACK_NAME + ".nodes"].host.register_model_folder()
-    return {k: node_info(cls) for k, cls in nodes.items()}
+    return {k: node_info(cls) for k, cls in pack_nodes().items()}
 
 
 @pytest.fixture(scope="session")
