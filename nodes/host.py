@@ -11,6 +11,7 @@ import comfy.model_patcher
 import comfy.utils
 import folder_paths
 import torch
+from comfy_api.latest import io
 
 from ..tmd_core.errors import InputError
 from ..tmd_core.loading import describe_checkpoint, not_a_teacher
@@ -24,6 +25,23 @@ TMD_FOLDER = "tmd"
 TEACHER_FOLDER = "diffusion_models"
 TOY_PREFIX = "toy/"  # the toy checkpoints shipped in tmd_core/toy/assets, listed as toy/<file>
 RUNS_FOLDER = "tmd_runs"  # TMDDistill's run folders (data, logs, resumable state), under ComfyUI's output folder
+
+# the pack's own socket types (V3 schema): a TMD model in a ModelPatcher, a tmd_core.TMDSchedule
+TMD_MODEL = io.Custom("TMD_MODEL")
+TMD_SCHEDULE = io.Custom("TMD_SCHEDULE")
+
+
+def check_menus(node: type[io.ComfyNode], **values) -> bool | str:
+    """ComfyUI's POST-time menu check for a V3 node's combos, as its `validate_inputs` (ComfyUI 0.3.64 checks
+    only V1 combos, a V3 combo's value would reach the node unchecked): True, or the V1 message for the first
+    value that is not in its menu. Absent or linked values (None here) pass."""
+    menus = {i.id: i.options for i in node.define_schema().inputs if isinstance(i, io.Combo.Input)}
+    for name, value in values.items():
+        options = menus[name]
+        if value is not None and value not in options:
+            listed = f"(list of length {len(options)})" if len(options) > 20 else str(options)
+            return f"{name}: '{value}' not in {listed}"
+    return True
 
 
 def register_model_folder() -> None:

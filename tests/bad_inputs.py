@@ -561,21 +561,27 @@ CASES += [
 
 
 # ---- ComfyUI nodes (tests/nodes/test_bad_inputs_nodes.py runs these with the host stand-ins)
+def run_node(node_cls, *args, **inputs):
+    from comfy_fakes import run_node  # the host stand-ins: imported only where node cases run
+
+    return run_node(node_cls, *args, **inputs)
+
+
 def _node_sampler(seed=0, schedule="ok"):
     def run(w, nodes):
         import tmd_core
 
-        (model,) = nodes.TMDModelLoader().load("student.safetensors", 5, "default")["result"]
+        (model,) = run_node(nodes.TMDModelLoader, "student.safetensors", 5, "default").result
         ctx = load_file(str(w.ctx))["context"]
         sched = tmd_core.TMDSchedule(1, 1) if schedule == "ok" else schedule
-        nodes.TMDSampler().sample(model, [[ctx, {}]], {"samples": torch.zeros(1, 16, 1, 8, 8)}, sched, seed)
+        run_node(nodes.TMDSampler, model, [[ctx, {}]], {"samples": torch.zeros(1, 16, 1, 8, 8)}, sched, seed)
 
     return run
 
 
 def _node_loader(name="teacher", head_blocks=2, dtype="default"):
     def run(w, nodes):
-        nodes.TMDModelLoader().load(name, head_blocks, dtype)
+        run_node(nodes.TMDModelLoader, name, head_blocks, dtype)
 
     return run
 
@@ -587,14 +593,14 @@ def _node_distill(**kw):
                     width=32, height=32, samples_per_prompt=1, teacher_steps=1, guidance_scale=1.0, teacher_shift=3.0,
                     output_name="run", resume=False, seed=0, teacher_name="wan/teacher.safetensors")
         args.update(kw)
-        nodes.TMDDistill().distill(**args)
+        run_node(nodes.TMDDistill, **args)
 
     return run
 
 
 def _node_toy_text(text):
     def run(w, nodes):
-        nodes.TMDToyTextEncode().encode(text)
+        run_node(nodes.TMDToyTextEncode, text)
 
     return run
 
@@ -603,14 +609,14 @@ def _node_schedule(**kw):
     def run(w, nodes):
         args = dict(outer_steps=2, inner_steps=2, outer_shift=10.0, inner_shift=10.0)
         args.update(kw)
-        nodes.TMDSchedule().make(**args)
+        run_node(nodes.TMDSchedule, **args)
 
     return run
 
 
 def _node_info(name):
     def run(w, nodes):
-        nodes.TMDCheckpointInfo().info(name)
+        run_node(nodes.TMDCheckpointInfo, name)
 
     return run
 

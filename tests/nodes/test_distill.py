@@ -9,6 +9,7 @@ from types import SimpleNamespace
 
 import pytest
 import torch
+from comfy_fakes import run_node
 from safetensors import safe_open
 
 import tmd_core
@@ -52,7 +53,7 @@ SETTINGS = dict(prompts="a red circle\n\na blue square\n", stages="stage1+stage2
 def distill(nodes, **over):
     kwargs = {**SETTINGS, "teacher_name": "wan/teacher.safetensors", "unique_id": "12", **over}
     with torch.inference_mode():  # what ComfyUI's executor does around every node
-        return nodes.TMDDistill().distill(**kwargs)
+        return run_node(nodes.TMDDistill, **kwargs)
 
 
 def interrupt_at(host, value):
@@ -71,7 +72,7 @@ def interrupt_at(host, value):
 def test_distills_into_the_tmd_folder_with_provenance_progress_and_loss(nodes, host, teacher_file):
     clip = StandInClip()
     out = distill(nodes, clip=clip)
-    patcher, path = out["result"]
+    patcher, path = out.result
     assert path == str(host.models_dir / "tmd" / "tiny.safetensors")
     info = tmd_core.read_tmd_info(path)
     prov = info["provenance"]
@@ -83,7 +84,7 @@ def test_distills_into_the_tmd_folder_with_provenance_progress_and_loss(nodes, h
     got = patcher.model.state_dict()
     assert isinstance(patcher, host.model_patcher.ModelPatcher) and all(torch.equal(got[k], ref[k]) for k in ref)
     assert host.progress == [(k, 6, None) for k in range(1, 7)]  # 2 data samples + 2 + 2 iterations
-    [text] = out["ui"]["text"]
+    [text] = out.ui["text"]
     assert text.startswith("stage2 step 2 | ") and "loss" in text and text.endswith(f"saved {path}")
     shown = [t for node, t in host.server.progress_texts if node == "12"]  # live on the node (hidden UNIQUE_ID)
     assert shown[:2] == ["teacher samples 1/2", "teacher samples 2/2"]
@@ -120,7 +121,7 @@ def test_a_native_model_is_the_teacher_and_its_inference_tensors_are_not_trained
     write_latents(host.output_dir / "shards", torch.randn(4, 16, 1, 4, 4, generator=g),
                   [torch.randn(3, TEXT_WIDTH, generator=g) for _ in range(4)], negative_context=torch.zeros(1, TEXT_WIDTH))  # fmt: skip
     out = distill(nodes, teacher=model, teacher_name="none", data_folder="shards", prompts="", stages="stage2")
-    prov = tmd_core.read_tmd_info(out["result"][1])["provenance"]
+    prov = tmd_core.read_tmd_info(out.result[1])["provenance"]
     assert prov["teacher"] == "(in-process)" and prov["stages"] == ["stage2"]
     assert prov["teacher_sha256"] == state_dict_sha256(teacher)
     assert prov["data"] == {"folder": "shards", "num_samples": 4}
@@ -148,7 +149,7 @@ def test_interrupt_saves_a_resumable_state_and_resume_finishes_the_run(nodes, ho
     host.progress.clear()
     host.utils.set_progress_bar_global_hook(lambda v, t, p, node_id=None: host.progress.append((v, t, node_id)))
     out = distill(nodes, clip=clip, resume=True)
-    assert tmd_core.read_tmd_info(out["result"][1])["provenance"]["iterations"] == {"stage1": 2, "stage2": 2}
+    assert tmd_core.read_tmd_info(out.result[1])["provenance"]["iterations"] == {"stage1": 2, "stage2": 2}
     assert host.progress[0][0] == resumed_at and host.progress[-1] == (6, 6, None)  # continued, not restarted
     records = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
     logged = [(r["stage"], r["step"]) for r in records if "event" not in r]
@@ -157,8 +158,8 @@ def test_interrupt_saves_a_resumable_state_and_resume_finishes_the_run(nodes, ho
 
 
 def test_a_toy_teacher_needs_no_clip_and_makes_toy_latents(nodes, host, toy_assets):
-    assert "toy/toy_teacher.safetensors" in nodes.TMDDistill.INPUT_TYPES()["optional"]["teacher_name"][0]
-    assert "toy/toy_tmd.safetensors" not in nodes.TMDDistill.INPUT_TYPES()["optional"]["teacher_name"][0]
+    assert "toy/toy_teacher.safetensors" in nodes.TMDDistill.INPUT_TYPES()["optional"]["teacher_name"][1]["options"]
+    assert "toy/toy_tmd.safetensors" not in nodes.TMDDistill.INPUT_TYPES()["optional"]["teacher_name"][1]["options"]
     out = distill(nodes, teacher_name="toy/toy_teacher.safetensors", prompts="a red circle moving left fast",
                   stages="stage1", stage1_iterations=1, frames=8, width=32, height=32, batch_size=1, output_name="toy")
     data = ShardDataset(host.output_dir / "tmd_runs" / "toy" / "data")
@@ -167,7 +168,7 @@ def test_a_toy_teacher_needs_no_clip_and_makes_toy_latents(nodes, host, toy_asse
 
     context = ToyTextEncoder().encode(["a red circle moving left fast"])[0]  # 6 words, then zero padding
     torch.testing.assert_close(data.sample(0)[1], context[:6])
-    prov = tmd_core.read_tmd_info(out["result"][1])["provenance"]
+    prov = tmd_core.read_tmd_info(out.result[1])["provenance"]
     assert prov["teacher"] == "toy_teacher.safetensors" and prov["stages"] == ["stage1"]
 
 
@@ -185,7 +186,7 @@ def test_a_dmd2v_student_is_no_teacher_in_the_menu_nor_by_name(nodes, host, toy_
 
     as_dmd2v(toy_assets / "toy_teacher.safetensors", toy_assets / "toy_dmd2v.safetensors")
     as_dmd2v(teacher_file, teacher_file.parent / "dmd.safetensors")
-    menu = nodes.TMDDistill.INPUT_TYPES()["optional"]["teacher_name"][0]
+    menu = nodes.TMDDistill.INPUT_TYPES()["optional"]["teacher_name"][1]["options"]
     assert "toy/toy_teacher.safetensors" in menu and "toy/toy_dmd2v.safetensors" not in menu
     with pytest.raises(ValueError, match="dmd.safetensors is a DMD2-v student .* pick the Wan teacher"):
         distill(nodes, teacher_name="wan/dmd.safetensors")
