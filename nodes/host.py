@@ -162,24 +162,6 @@ def training_mode():
     return torch.inference_mode(False)
 
 
-def teacher_from_model(model):
-    """The Wan transformer of a native MODEL (UNETLoader) as diffusers' model, on its own copy of the weights.
-
-    The weights are ComfyUI's unpatched ones (LoRAs applied on the MODEL are not part of the teacher),
-    cloned outside inference mode. Call inside `training_mode()`.
-    """
-    from ..tmd_core.loading import teacher_from_state_dict
-
-    if not hasattr(model, "model_state_dict"):
-        raise InputError("teacher must be a MODEL from a diffusion-model loader (UNETLoader with a Wan2.1 t2v file)")
-    if model.patches:
-        log.warning("TMD: the teacher MODEL carries %d weight patches (LoRAs); distilling its base weights", len(model.patches))
-    heads = getattr(getattr(model.model, "diffusion_model", None), "num_heads", None)  # ComfyUI's WanModel knows
-    sd = {k: v.clone() for k, v in model.model_state_dict(filter_prefix="diffusion_model.").items()}
-    return teacher_from_state_dict(sd, config={"num_attention_heads": heads} if heads else None,
-                                   source="the teacher MODEL")
-
-
 def encode_texts(clip, texts: list[str]) -> list[torch.Tensor]:
     """One Tensor[L, D] per text, encoded as CLIPTextEncode does (Wan: umt5, zero-padded to 512 tokens)."""
     return [context_from_conditioning(clip.encode_from_tokens_scheduled(clip.tokenize(t)))[0] for t in texts]
@@ -251,8 +233,9 @@ NO_TEACHER = "none"
 def teacher_for_training(model, name: str | None):
     """(teacher module, file path or "") from a connected MODEL, else from `name`. Call inside `training_mode()`."""
     from ..tmd_core.loading import load_teacher
+    from .teacher_model import teacher_from_model
 
-    if model is not None:
+    if model is not None:  # its LoRAs applied, sharing ComfyUI's memory where they change nothing
         return teacher_from_model(model), ""
     if not name or name == NO_TEACHER:
         raise InputError("no teacher: connect a Wan2.1 MODEL (UNETLoader) to `teacher`, or pick a `teacher_name`")

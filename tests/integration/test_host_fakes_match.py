@@ -20,7 +20,8 @@ CHECKED = {  # module -> callables/classes whose signatures nodes rely on
                                "load_model_gpu", "soft_empty_cache", "throw_exception_if_processing_interrupted",
                                "interrupt_current_processing", "processing_interrupted", "is_device_cpu"],
     "comfy.model_patcher": ["ModelPatcher", "ModelPatcher.clone", "ModelPatcher.model_size", "ModelPatcher.is_clone",
-                            "ModelPatcher.get_model_object", "ModelPatcher.model_state_dict"],
+                            "ModelPatcher.get_model_object", "ModelPatcher.model_state_dict",
+                            "ModelPatcher.get_key_patches"],
     "latent_preview": ["prepare_callback"],
 }  # fmt: skip
 

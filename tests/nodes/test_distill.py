@@ -4,6 +4,7 @@ Every call runs under torch.inference_mode(), as ComfyUI's executor runs nodes: 
 The teacher is the 4-block tiny Wan (16 latent channels, 24-wide text); videos are 1 frame of 32x32 pixels.
 """
 
+import importlib
 import json
 from types import SimpleNamespace
 
@@ -114,8 +115,16 @@ def test_a_native_model_is_the_teacher_and_its_inference_tensors_are_not_trained
             return dict(native)
 
     model = host.model_patcher.ModelPatcher(BaseModel(), torch.device("cpu"), torch.device("cpu"))
-    got = nodes.host.teacher_from_model(model).state_dict()
+    teacher_model = importlib.import_module(nodes.__name__ + ".teacher_model")
+    with nodes.host.training_mode():
+        built = teacher_model.teacher_from_model(model)
+    got = built.state_dict()
     assert all(torch.equal(got[k], v) for k, v in teacher.state_dict().items())
+    # no copy: every parameter is a normal tensor on the MODEL's (inference-mode) storage
+    ptrs = {v.untyped_storage().data_ptr() for v in native.values()}
+    assert all(p.untyped_storage().data_ptr() in ptrs and not p.is_inference() for p in built.parameters())
+    report = teacher_model.storage_report(built, model)
+    assert report == {"shared_bytes": sum(v.nbytes for v in native.values()), "new_bytes": 0}
     g = torch.Generator().manual_seed(0)
     write_latents(host.output_dir / "shards", torch.randn(4, 16, 1, 4, 4, generator=g),
                   [torch.randn(3, TEXT_WIDTH, generator=g) for _ in range(4)], negative_context=torch.zeros(1, TEXT_WIDTH))  # fmt: skip
