@@ -6,17 +6,23 @@ teacher makes its own data from prompts with the toy text encoder (no CLIP neede
 """
 
 import json
+import os
 import struct
+import subprocess
 import threading
 from contextlib import contextmanager
+from pathlib import Path
 
 import pytest
 import requests
 import torch
+from comfy_host import REPO
 from host_models import (
+    LORA_STRENGTH,
     TEACHER_NAME,
     TOY_TEACHER_NAME,
     stand_in_conditioning,
+    write_native_models,
     write_toy_teacher,
     write_wan_models,
 )
@@ -186,3 +192,32 @@ def test_a_toy_teacher_makes_its_data_distills_and_previews_with_pack_nodes_only
     assert prov["teacher"] == TOY_TEACHER_NAME and prov["stages"] == ["stage1"]
     [video] = [f for f in output_files(entry) if f["node"] == "8"]
     assert video["filename"].endswith(".mp4")
+
+
+def test_a_lora_on_the_teacher_model_is_in_the_teacher_without_a_copy_of_the_model(tmp_path):
+    """In ComfyUI's venv (teacher_checks.py): UNETLoader + LoraLoaderModelOnly -> the teacher TMDDistill trains with."""
+    comfy_path = os.environ.get("COMFYUI_PATH")
+    if not comfy_path:
+        pytest.skip("COMFYUI_PATH is not set")
+    models = tmp_path / "models"
+    for folder in ("tmd", "diffusion_models", "loras"):
+        (models / folder).mkdir(parents=True)
+    base, files = write_wan_models(models), write_native_models(models)
+    p = subprocess.run([str(Path(comfy_path) / ".venv" / "bin" / "python"), str(REPO / "tests" / "integration" / "teacher_checks.py"),
+                        str(REPO), str(base["teacher"]), str(files["teacher_bf16"]), str(files["lora"]), str(LORA_STRENGTH),
+                        str(tmp_path)], cwd=comfy_path, capture_output=True, text=True, timeout=900)  # fmt: skip
+    assert p.returncode == 0, p.stderr[-4000:]
+    r = json.loads(next(ln for ln in p.stdout.splitlines() if ln.startswith("JSON="))[5:])
+    print(r)
+    # the LoRA is in the teacher exactly as merged by hand: its velocity, and the data it makes for training
+    assert r["lora_effect_max_abs"] > 0.05
+    assert r["velocity_vs_merged_max_abs"] <= 1e-5 * max(1.0, r["velocity_scale"])
+    assert r["data_vs_merged_max_abs"] <= 1e-5 and r["trained"]
+    # no copy: new bytes are the LoRA's target weights (patched), the rest is ComfyUI's memory; no inference tensor
+    assert r["teacher_new_bytes"] == r["lora_target_bytes"] > 0 and r["teacher_inference_tensors"] == 0
+    assert r["teacher_shared_bytes"] + r["teacher_new_bytes"] == r["model_weight_bytes"]
+    # the MODEL is only read: same tensors, same bytes, same patches after training
+    assert r["model_unchanged"] and r["model_patches_unchanged"]
+    # fp8 weights: a bf16 copy (nothing shared), within the fp8 tolerance of the bf16 file with the LoRA merged
+    assert r["fp8_teacher_dtype"] == "torch.bfloat16" and r["fp8_teacher_shared_bytes"] == 0
+    assert 0 < r["fp8_vs_bf16_rel_l2"] <= 0.08
