@@ -26,6 +26,7 @@ from ..tmd_core.training.runlog import loss_line
 from ..tmd_core.validation import SEED_MAX, check_int, check_seed
 from ..tmd_core.worlds import is_toy_teacher, latent_shape_for
 from . import host
+from .distill_previews import DEFAULT_EVERY, PreviewWriter, preview_prompts
 
 STAGES = {"stage1+stage2": ("stage1", "stage2"), "stage1": ("stage1",), "stage2": ("stage2",)}
 BIG = 10**7
@@ -87,11 +88,14 @@ class TMDDistill:
                 "seed": ("INT", {"default": 0, "min": 0, "max": SEED_MAX, "tooltip": "Seed of the data's noise (sample i: seed + i) and of training."}),
             },
             "optional": {
-                "teacher": ("MODEL", {"tooltip": "The Wan2.1 t2v teacher from UNETLoader (its base weights; LoRAs are ignored)."}),
+                "teacher": ("MODEL", {"tooltip": "The Wan2.1 t2v teacher from UNETLoader, with its LoRAs (LoraLoaderModelOnly) applied; its weights are shared, not copied (fp8 weights are upcast to a bf16 copy)."}),
                 "teacher_name": ([host.NO_TEACHER, *host.teacher_choices()], {"default": host.NO_TEACHER, "tooltip": "A teacher file from diffusion_models (or a shipped toy teacher), used when no MODEL is connected."}),
                 "clip": ("CLIP", {"tooltip": "Text encoder for the prompts and Wan's negative prompt (CLIPLoader, type wan). Not needed for a toy teacher."}),
                 "prompt_file": ("STRING", {"default": "", "tooltip": "A text file of more prompts, one per line (absolute, or relative to ComfyUI's input folder)."}),
                 "data_folder": ("STRING", {"default": "", "tooltip": "Train on precomputed shards (tmd make-data) instead of making data: absolute, or relative to ComfyUI's output folder."}),
+                "validation_every": ("INT", {"default": DEFAULT_EVERY, "min": 0, "max": BIG, "tooltip": "Preview the student every K steps and at the end of each stage (0: off): shown on the node, saved in output/tmd_runs/<name>/validation/."}),
+                "validation_prompts": ("STRING", {"multiline": True, "default": "", "tooltip": "Preview prompts, one per line (prompt i: seed 0, 1, 0, ...); empty: the first two training prompts."}),
+                "vae": ("VAE", {"tooltip": "The Wan VAE (VAELoader) to decode the previews; without it only their latents are saved. A toy teacher uses the toy VAE."}),
             },
             "hidden": {"unique_id": "UNIQUE_ID"},
         }
@@ -99,7 +103,8 @@ class TMDDistill:
     def distill(self, prompts, stages, outer_steps, inner_steps, head_blocks, stage1_iterations, stage2_iterations,
                 lr_stage1, lr_student, batch_size, frames, width, height, samples_per_prompt, teacher_steps,
                 guidance_scale, teacher_shift, output_name, resume, seed, teacher=None, teacher_name=None, clip=None,
-                prompt_file=None, data_folder=None, unique_id=None):
+                prompt_file=None, data_folder=None, validation_every=None, validation_prompts=None, vae=None,
+                unique_id=None):
         name = check_run_name(output_name)
         target = host.tmd_target(name)
         if os.path.exists(target) and not resume:
@@ -119,6 +124,7 @@ class TMDDistill:
             data = host.user_path(data_folder, "output") if data_folder else os.path.join(run, "data")
             overrides = {"batch_size": batch_size, "seed": seed, "model": {"head_blocks": head_blocks},
                          "schedule": {"outer_steps": outer_steps, "inner_steps": inner_steps},
+                         "validate_every": DEFAULT_EVERY if validation_every is None else validation_every,
                          "stage1": {"iterations": stage1_iterations, "lr": lr_stage1},
                          "stage2": {"iterations": stage2_iterations, "lr_student": lr_student, "real_cfg": guidance_scale}}
             cfg = make_config(model, run, data, name=name, stages=STAGES[stages], overrides=overrides,
@@ -129,10 +135,12 @@ class TMDDistill:
                 guidance_scale=guidance_scale, seed=seed)
             totals = ({"data": len(texts) * samples_per_prompt} if request else {}) | stage_totals(cfg)
             bar = host.TrainingProgress(totals, unique_id)
+            previews = preview_prompts(validation_prompts, texts, contexts, clip, model, len(cfg.validation_seeds))
+            writer = PreviewWriter(run, model, vae, bar)
             result = distill_in_process(model, cfg, data_request=request, resume=resume, progress=bar,
-                                        should_stop=bar.should_stop)
+                                        should_stop=bar.should_stop, previews=previews, on_preview=writer)
             if not result.complete:
                 bar.raise_interrupted()
             student = load_tmd(install_checkpoint(result.path, target))
         text = f"{loss_line(result.last_log)}\nsaved {target}"
-        return {"ui": {"text": [text]}, "result": (host.wrap_model(student), target)}
+        return {"ui": {"text": [text], **writer.ui()}, "result": (host.wrap_model(student), target)}

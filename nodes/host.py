@@ -130,6 +130,12 @@ def denormalise_latent(x: torch.Tensor, model) -> torch.Tensor:
     return x * fmt.latents_std.to(x.device, x.dtype) + fmt.latents_mean.to(x.device, x.dtype)
 
 
+def wan21_raw(x: torch.Tensor) -> torch.Tensor:
+    """Normalised Wan2.1 latents -> raw VAE space (x * std + mean), what a ComfyUI VAE decodes."""
+    fmt = comfy.latent_formats.Wan21()
+    return x * fmt.latents_std.to(x.device, x.dtype) + fmt.latents_mean.to(x.device, x.dtype)
+
+
 def sampling_callback(patcher, total: int, inner_steps: int):
     """tmd_core callback -> ComfyUI progress bar, latent preview and interrupt."""
     previewer = None
@@ -173,6 +179,10 @@ def user_path(path: str, base: str) -> str:
     return os.path.join(root, os.path.expanduser(path.strip()))
 
 
+def output_directory() -> str:
+    return folder_paths.get_output_directory()
+
+
 def run_folder(name: str) -> str:
     return os.path.join(folder_paths.get_output_directory(), RUNS_FOLDER, name)
 
@@ -205,8 +215,8 @@ class TrainingProgress:
         self.node_id = node_id
 
     def __call__(self, phase: str, done: int, total: int, logs: dict) -> None:
-        if comfy.model_management.processing_interrupted():
-            return
+        if comfy.model_management.processing_interrupted() or logs.get("event") == "validation":
+            return  # a validation record repeats the step just reported (the previews show themselves)
         if phase == "data":
             show_text(self.node_id, f"teacher samples {done}/{total}")
         elif any("loss" in k for k in logs):
@@ -215,6 +225,16 @@ class TrainingProgress:
             self.bar.update_absolute(self.offsets[phase] + done)
         except comfy.model_management.InterruptProcessingException:
             comfy.model_management.interrupt_current_processing(True)  # the hook consumed the flag: keep it
+
+    def show_image(self, image, max_size: int) -> None:
+        """A PIL image on the node while it runs: ComfyUI's progress-bar preview (sent as a JPEG, longest side
+        at most `max_size`), at the bar's current value."""
+        if comfy.model_management.processing_interrupted():
+            return
+        try:
+            self.bar.update_absolute(self.bar.current, preview=("JPEG", image, max_size))
+        except comfy.model_management.InterruptProcessingException:
+            comfy.model_management.interrupt_current_processing(True)  # keep the flag for should_stop
 
     @staticmethod
     def should_stop() -> bool:
