@@ -221,3 +221,63 @@ def test_a_lora_on_the_teacher_model_is_in_the_teacher_without_a_copy_of_the_mod
     # fp8 weights: a bf16 copy (nothing shared), within the fp8 tolerance of the bf16 file with the LoRA merged
     assert r["fp8_teacher_dtype"] == "torch.bfloat16" and r["fp8_teacher_shared_bytes"] == 0
     assert 0 < r["fp8_vs_bf16_rel_l2"] <= 0.08
+
+
+def run_with_previews(url: str, prompt: dict, timeout: float = 900) -> tuple[dict, list[bytes]]:
+    """Queue `prompt` as the frontend does and collect the binary preview frames sent to its client (type 1:
+    PREVIEW_IMAGE, 4-byte image type then the image). Returns (its /history entry, previews)."""
+    import time
+
+    import websocket
+
+    client = "tmd-it-previews"
+    ws = websocket.WebSocket()
+    ws.connect(url.replace("http", "ws", 1) + f"/ws?clientId={client}", timeout=30)
+    try:
+        r = requests.post(url + "/prompt", json={"prompt": prompt, "client_id": client}, timeout=30)
+        r.raise_for_status()
+        prompt_id, previews, deadline = r.json()["prompt_id"], [], time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                raw = ws.recv()
+            except websocket.WebSocketTimeoutException:
+                continue
+            if isinstance(raw, bytes):
+                if struct.unpack(">I", raw[:4])[0] == 1:
+                    previews.append(raw[4:])
+                continue
+            msg = json.loads(raw)
+            data = msg.get("data") or {}
+            if msg.get("type") == "executing" and data.get("prompt_id") == prompt_id and data.get("node") is None:
+                break
+    finally:
+        ws.close()
+    return requests.get(f"{url}/history/{prompt_id}", timeout=30).json()[prompt_id], previews
+
+
+def test_toy_validation_previews_show_on_the_node_stay_in_the_history_and_the_run_folder(teachers):
+    import io
+
+    from PIL import Image
+
+    server = teachers
+    prompt = {"1": distill_node(teacher_name=TOY_TEACHER_NAME, prompts="a red circle moving left fast", stages="stage1",
+                                frames=8, guidance_scale=4.0, teacher_shift=3.0, output_name="tmd_it_previews",
+                                validation_every=1,
+                                validation_prompts="a red circle moving left fast\na blue square moving up slow")}  # fmt: skip
+    entry, previews = run_with_previews(server.url, prompt)
+    assert entry["status"]["status_str"] == "success"
+    images = entry["outputs"]["1"]["images"]  # what the node shows once it finished (and after a reload)
+    assert images == [{"filename": f"stage1-000002-{k}.webp", "subfolder": "tmd_runs/tmd_it_previews/validation",
+                       "type": "output"} for k in range(2)]  # fmt: skip
+    folder = server.output_dir / "tmd_runs" / "tmd_it_previews" / "validation"
+    assert sorted(p.name for p in folder.iterdir()) == sorted(
+        f"stage1-00000{s}{x}" for s in (1, 2) for x in (".safetensors", ".png", "-0.webp", "-1.webp"))
+    for image in images:  # served to the frontend by /view
+        r = requests.get(server.url + "/view", params=image, timeout=30)
+        assert r.status_code == 200 and Image.open(io.BytesIO(r.content)).n_frames == 8
+    # live: the sheet (2 prompts x 8 frames of 128 px) after each of the 2 steps, as a JPEG at most 512 px wide
+    assert len(previews) == 2
+    assert all(p[:4] == struct.pack(">I", 1) and Image.open(io.BytesIO(p[4:])).size == (512, 128) for p in previews)
+    sheet = Image.open(folder / "stage1-000002.png")
+    assert sheet.size == (1024, 256)
