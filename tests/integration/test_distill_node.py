@@ -18,6 +18,7 @@ import requests
 import torch
 from comfy_host import REPO
 from host_models import (
+    LORA_NAME,
     LORA_STRENGTH,
     TEACHER_NAME,
     TOY_TEACHER_NAME,
@@ -281,3 +282,30 @@ def test_toy_validation_previews_show_on_the_node_stay_in_the_history_and_the_ru
     assert all(p[:4] == struct.pack(">I", 1) and Image.open(io.BytesIO(p[4:])).size == (512, 128) for p in previews)
     sheet = Image.open(folder / "stage1-000002.png")
     assert sheet.size == (1024, 256)
+
+
+def test_a_lora_teacher_through_the_graph_with_wan_vae_previews(teachers, wan_models):
+    """UNETLoader -> LoraLoaderModelOnly -> TMDDistill (VAELoader's Wan VAE for the previews) under ComfyUI's executor:
+    the LoRA reaches the teacher (another teacher hash than the plain MODEL's), the previews decode with ComfyUI's VAE."""
+    from tmd_core.loading import load_teacher
+    from tmd_core.training.builders import state_dict_sha256
+
+    server = teachers
+    write_native_models(server.models_dir)  # the style LoRA in models/loras
+    prompt = native_teacher_graph(output_name="tmd_it_lora", stages="stage1", stage1_iterations=1, validation_every=1,
+                                  vae=["6", 0])
+    prompt["2"]["inputs"]["teacher"] = ["5", 0]
+    prompt["5"] = {"class_type": "LoraLoaderModelOnly",
+                   "inputs": {"model": ["1", 0], "lora_name": LORA_NAME, "strength_model": LORA_STRENGTH}}
+    prompt["6"] = {"class_type": "VAELoader", "inputs": {"vae_name": wan_models.vae}}  # fmt: skip
+    entry, previews = run_with_previews(server.url, prompt)
+    assert entry["status"]["status_str"] == "success", entry["status"]
+    prov = tmd_core.read_tmd_info(server.models_dir / "tmd" / "tmd_it_lora.safetensors")["provenance"]
+    plain = load_teacher(server.models_dir / "diffusion_models" / TEACHER_NAME)
+    assert prov["teacher"] == "(in-process)" and prov["teacher_sha256"] != state_dict_sha256(plain)
+    # previews of the data's first two samples (no prompts given), 1 frame of 32 x 32 pixels upscaled 4x
+    assert [i["filename"] for i in entry["outputs"]["2"]["images"]] == ["stage1-000001-0.webp", "stage1-000001-1.webp"]
+    from PIL import Image
+
+    sheet = Image.open(server.output_dir / "tmd_runs" / "tmd_it_lora" / "validation" / "stage1-000001.png")
+    assert sheet.size == (128, 256) and len(previews) == 1
