@@ -61,16 +61,21 @@ class PreviewWriter:
     def __init__(self, run: str, teacher, vae, progress):
         self.folder = os.path.join(run, "validation")
         self.toy = is_toy_teacher(teacher)
-        self.vae, self.progress = vae, progress
+        self.vae, self.progress = (None if self.toy else vae), progress
+        channels = getattr(self.vae, "latent_channels", teacher.config.in_channels)
+        if self.vae is not None and channels != teacher.config.in_channels:  # refused before training starts
+            raise InputError(f"vae decodes {channels}-channel latents, the teacher makes {teacher.config.in_channels}: "
+                             "connect the Wan2.1 VAE (VAELoader, wan_2.1_vae.safetensors) or none")
+        self.toy_vae = _toy_vae() if self.toy else None
         self.images: list[dict] = []  # the last step's previews, as ComfyUI's ui "images" entries
-        self.warned = False
+        self.noted = False
 
     def decode(self, latents: torch.Tensor) -> torch.Tensor | None:
         """Latents Tensor[K, C, F, H, W] (normalised) -> frames Tensor[K, F', H', W', 3] in [0, 1], or None."""
-        if self.toy:
+        if self.toy_vae is not None:
             from ..tmd_core.toy.codec import decode_latents
 
-            clips = decode_latents(latents, host.toy_vae())  # Tensor[K, 3, F', H', W'] in [-1, 1]
+            clips = decode_latents(latents, self.toy_vae)  # Tensor[K, 3, F', H', W'] in [-1, 1]
             return ((clips.permute(0, 2, 3, 4, 1) + 1) / 2).clamp(0, 1)
         if self.vae is None:
             return None
@@ -80,13 +85,18 @@ class PreviewWriter:
         return frames.float().cpu().clamp(0, 1)
 
     def __call__(self, stage: str, step: int, latents: torch.Tensor, prompts: list[str]) -> None:
-        with torch.no_grad():
-            frames = self.decode(latents)
+        try:
+            with torch.no_grad():
+                frames = self.decode(latents)
+        except (RuntimeError, ValueError, TypeError) as e:  # a failed preview must not end a run of hours
+            log.exception("TMD: decoding the validation previews failed")
+            self._note(f"validation previews: decoding failed ({type(e).__name__}: {e}); latents saved in "
+                       "validation/, training goes on")
+            return
         if frames is None:
-            if not self.warned:
-                self.warned = True
-                host.show_text(self.progress.node_id, "validation previews: latents saved in validation/; connect "
-                                                      "the Wan VAE (VAELoader) to TMDDistill's vae to see them")
+            self._note("validation previews: latents saved in validation/; connect the Wan VAE (VAELoader) to "
+                       "TMDDistill's vae to see them" if not self.toy else
+                       "validation previews: latents saved in validation/ (the toy VAE is not installed)")
             return
         name = f"{stage}-{step:06d}"
         os.makedirs(self.folder, exist_ok=True)
@@ -97,6 +107,12 @@ class PreviewWriter:
         self.progress.show_image(sheet, PREVIEW_SIZE)
         log.info("TMD: validation previews %s step %d: %s", stage, step, "; ".join(prompts))
 
+    def _note(self, text: str) -> None:
+        """`text` on the node, once per run (the loss lines follow it)."""
+        if not self.noted:
+            self.noted = True
+            host.show_text(self.progress.node_id, text)
+
     def _entry(self, path: str) -> dict:
         """A ui "images" entry ComfyUI's /view serves: file name, folder relative to the output folder, "output"."""
         rel = os.path.relpath(os.path.dirname(path), host.output_directory())
@@ -105,6 +121,14 @@ class PreviewWriter:
     def ui(self) -> dict:
         """The node's extra ui output: the last previews (animated WEBPs), when there are any."""
         return {"images": self.images, "animated": (True,)} if self.images else {}
+
+
+def _toy_vae() -> str | None:
+    """The shipped toy VAE, or None (previews stay latents) when it is not installed."""
+    try:
+        return host.toy_vae()
+    except InputError:
+        return None
 
 
 def _pixels(frames: torch.Tensor) -> np.ndarray:

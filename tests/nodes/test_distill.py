@@ -341,3 +341,22 @@ def test_validation_prompts_of_a_wan_teacher_need_its_clip(nodes, host, teacher_
     with pytest.raises(ValueError, match="validation_prompts need the teacher's text encoder: connect a CLIP"):
         distill(nodes, data_folder="shards", prompts="", validation_prompts="a fox")
     assert not (host.output_dir / "tmd_runs" / "tiny").exists()
+
+
+def test_a_vae_of_another_family_is_refused_and_a_failing_decode_does_not_end_the_run(nodes, host, teacher_file):
+    sd_vae = StandInVAE()
+    sd_vae.latent_channels = 4  # what ComfyUI's VAE says of an SD1.5 VAE
+    with pytest.raises(ValueError, match="vae decodes 4-channel latents, the teacher makes 16: connect the Wan2.1 VAE"):
+        distill(nodes, clip=StandInClip(), vae=sd_vae)
+    assert not (host.output_dir / "tmd_runs" / "tiny").exists()
+
+    class Broken(StandInVAE):
+        def decode(self, samples):
+            raise RuntimeError("out of memory")
+
+    out = distill(nodes, clip=StandInClip(), vae=Broken(), stages="stage1", validation_every=1)
+    assert tmd_core.read_tmd_info(out["result"][1])["provenance"]["complete"] is True
+    notes = [t for node, t in host.server.progress_texts if t.startswith("validation previews")]
+    assert notes == ["validation previews: decoding failed (RuntimeError: out of memory); latents saved in "
+                     "validation/, training goes on"]  # once, not per step
+    assert "images" not in out["ui"]
