@@ -28,6 +28,7 @@ from ..tmd_core.training.runlog import loss_line
 from ..tmd_core.validation import SEED_MAX, check_int, check_seed
 from ..tmd_core.worlds import is_toy_teacher, latent_shape_for
 from . import host
+from .distill_previews import DEFAULT_EVERY, PreviewWriter, preview_prompts
 
 STAGES = {"stage1+stage2": ("stage1", "stage2"), "stage1": ("stage1",), "stage2": ("stage2",)}
 BIG = 10**7
@@ -84,11 +85,14 @@ class TMDDistill(io.ComfyNode):
                 io.Boolean.Input("resume", default=False, tooltip="Continue the run of this output_name (after an interrupt) with the same inputs."),
                 io.Int.Input("seed", default=0, min=0, max=SEED_MAX, tooltip="Seed of the data's noise (sample i: seed + i) and of training."),
                 # optional: absent from the call when not linked (or, for widgets, not in the API prompt)
-                io.Model.Input("teacher", optional=True, tooltip="The Wan2.1 t2v teacher from UNETLoader (its base weights; LoRAs are ignored)."),
+                io.Model.Input("teacher", optional=True, tooltip="The Wan2.1 t2v teacher from UNETLoader, with its LoRAs (LoraLoaderModelOnly) applied; its weights are shared, not copied (fp8 weights are upcast to a bf16 copy)."),
                 io.Combo.Input("teacher_name", options=[host.NO_TEACHER, *host.teacher_choices()], default=host.NO_TEACHER, optional=True, tooltip="A teacher file from diffusion_models (or a shipped toy teacher), used when no MODEL is connected."),
                 io.Clip.Input("clip", optional=True, tooltip="Text encoder for the prompts and Wan's negative prompt (CLIPLoader, type wan). Not needed for a toy teacher."),
                 io.String.Input("prompt_file", default="", optional=True, tooltip="A text file of more prompts, one per line (absolute, or relative to ComfyUI's input folder)."),
                 io.String.Input("data_folder", default="", optional=True, tooltip="Train on precomputed shards (tmd make-data) instead of making data: absolute, or relative to ComfyUI's output folder."),
+                io.Int.Input("validation_every", default=DEFAULT_EVERY, min=0, max=BIG, optional=True, tooltip="Preview the student every K steps and at the end of each stage (0: off): shown on the node, saved in output/tmd_runs/<name>/validation/."),
+                io.String.Input("validation_prompts", multiline=True, default="", optional=True, tooltip="Preview prompts, one per line (prompt i: seed 0, 1, 0, ...); empty: the first two training prompts."),
+                io.Vae.Input("vae", optional=True, tooltip="The Wan VAE (VAELoader) to decode the previews; without it only their latents are saved. A toy teacher uses the toy VAE."),
             ],
             outputs=[
                 host.TMD_MODEL.Output(display_name="tmd_model", tooltip="The distilled student, ready for TMDSampler."),
@@ -106,7 +110,8 @@ class TMDDistill(io.ComfyNode):
     def execute(cls, prompts, stages, outer_steps, inner_steps, head_blocks, stage1_iterations, stage2_iterations,
                 lr_stage1, lr_student, batch_size, frames, width, height, samples_per_prompt, teacher_steps,
                 guidance_scale, teacher_shift, output_name, resume, seed, teacher=None, teacher_name=None, clip=None,
-                prompt_file=None, data_folder=None) -> io.NodeOutput:
+                prompt_file=None, data_folder=None, validation_every=None, validation_prompts=None,
+                vae=None) -> io.NodeOutput:
         unique_id = cls.hidden.unique_id
         name = check_run_name(output_name)
         target = host.tmd_target(name)
@@ -127,6 +132,7 @@ class TMDDistill(io.ComfyNode):
             data = host.user_path(data_folder, "output") if data_folder else os.path.join(run, "data")
             overrides = {"batch_size": batch_size, "seed": seed, "model": {"head_blocks": head_blocks},
                          "schedule": {"outer_steps": outer_steps, "inner_steps": inner_steps},
+                         "validate_every": DEFAULT_EVERY if validation_every is None else validation_every,
                          "stage1": {"iterations": stage1_iterations, "lr": lr_stage1},
                          "stage2": {"iterations": stage2_iterations, "lr_student": lr_student, "real_cfg": guidance_scale}}
             cfg = make_config(model, run, data, name=name, stages=STAGES[stages], overrides=overrides,
@@ -137,10 +143,12 @@ class TMDDistill(io.ComfyNode):
                 guidance_scale=guidance_scale, seed=seed)
             totals = ({"data": len(texts) * samples_per_prompt} if request else {}) | stage_totals(cfg)
             bar = host.TrainingProgress(totals, unique_id)
+            previews = preview_prompts(validation_prompts, texts, contexts, clip, model, len(cfg.validation_seeds))
+            writer = PreviewWriter(run, model, vae, bar)
             result = distill_in_process(model, cfg, data_request=request, resume=resume, progress=bar,
-                                        should_stop=bar.should_stop)
+                                        should_stop=bar.should_stop, previews=previews, on_preview=writer)
             if not result.complete:
                 bar.raise_interrupted()
             student = load_tmd(install_checkpoint(result.path, target))
         text = f"{loss_line(result.last_log)}\nsaved {target}"
-        return io.NodeOutput(host.wrap_model(student), target, ui={"text": [text]})
+        return io.NodeOutput(host.wrap_model(student), target, ui={"text": [text], **writer.ui()})

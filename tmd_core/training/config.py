@@ -87,7 +87,7 @@ class TrainConfig:
     ema_decay: float = 0.0  # 0 disables the EMA of the student
     log_every: int = 10
     checkpoint_every: int = 200
-    validate_every: int = 0  # 0 disables validation samples
+    validate_every: int = 0  # validation samples every K steps and after the last step of a stage; 0: none
     validation_seeds: tuple[int, ...] = (0, 1)
     model: ModelConfig = field(default_factory=ModelConfig)
     schedule: TMDSchedule = field(default_factory=TMDSchedule)  # M, N and grids the student is trained for

@@ -205,6 +205,7 @@ Conditioning = _socket("CONDITIONING")
 Sigmas = _socket("SIGMAS")
 Clip = _socket("CLIP")
 Model = _socket("MODEL")
+Vae = _socket("VAE")
 
 
 class Hidden(str, Enum):
