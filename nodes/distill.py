@@ -12,6 +12,7 @@ import os
 from ..tmd_core.checkpoint import install_checkpoint, load_tmd
 from ..tmd_core.errors import InputError
 from ..tmd_core.loading import describe_checkpoint, not_a_teacher
+from ..tmd_core.patch_file import load_patched
 from ..tmd_core.toy.text import ToyTextEncoder
 from ..tmd_core.training.distill import (
     check_run_name,
@@ -92,6 +93,7 @@ class TMDDistill:
                 "clip": ("CLIP", {"tooltip": "Text encoder for the prompts and Wan's negative prompt (CLIPLoader, type wan). Not needed for a toy teacher."}),
                 "prompt_file": ("STRING", {"default": "", "tooltip": "A text file of more prompts, one per line (absolute, or relative to ComfyUI's input folder)."}),
                 "data_folder": ("STRING", {"default": "", "tooltip": "Train on precomputed shards (tmd make-data) instead of making data: absolute, or relative to ComfyUI's output folder."}),
+                "mode": (["full", "lora"], {"default": "full", "tooltip": "full: student and fake score are whole copies of the teacher, every weight trained. lora: one copy of the teacher's weights serves all three, student and fake score train rank-64 LoRAs (far less memory); the result is a TMD patch of that teacher."}),
             },
             "hidden": {"unique_id": "UNIQUE_ID"},
         }
@@ -99,7 +101,7 @@ class TMDDistill:
     def distill(self, prompts, stages, outer_steps, inner_steps, head_blocks, stage1_iterations, stage2_iterations,
                 lr_stage1, lr_student, batch_size, frames, width, height, samples_per_prompt, teacher_steps,
                 guidance_scale, teacher_shift, output_name, resume, seed, teacher=None, teacher_name=None, clip=None,
-                prompt_file=None, data_folder=None, unique_id=None):
+                prompt_file=None, data_folder=None, mode="full", unique_id=None):
         name = check_run_name(output_name)
         target = host.tmd_target(name)
         if os.path.exists(target) and not resume:
@@ -117,7 +119,7 @@ class TMDDistill:
                 encoder = ToyTextEncoder()
                 contexts, negative = list(encoder.encode(texts)), encoder.null_context(1)[0]
             data = host.user_path(data_folder, "output") if data_folder else os.path.join(run, "data")
-            overrides = {"batch_size": batch_size, "seed": seed, "model": {"head_blocks": head_blocks},
+            overrides = {"batch_size": batch_size, "seed": seed, "model": {"head_blocks": head_blocks, "mode": mode},
                          "schedule": {"outer_steps": outer_steps, "inner_steps": inner_steps},
                          "stage1": {"iterations": stage1_iterations, "lr": lr_stage1},
                          "stage2": {"iterations": stage2_iterations, "lr_student": lr_student, "real_cfg": guidance_scale}}
@@ -133,6 +135,7 @@ class TMDDistill:
                                         should_stop=bar.should_stop)
             if not result.complete:
                 bar.raise_interrupted()
-            student = load_tmd(install_checkpoint(result.path, target))
+            installed = install_checkpoint(result.path, target)  # lora mode: a TMD patch of `model`, merged into it
+            student = load_patched(installed, model) if mode == "lora" else load_tmd(installed)
         text = f"{loss_line(result.last_log)}\nsaved {target}"
         return {"ui": {"text": [text]}, "result": (host.wrap_model(student), target)}
