@@ -294,3 +294,43 @@ def test_lora_model_at_init_without_peft_names_is_a_view():
     assert [type(m).__name__ for m in teacher.modules()] == kinds
     assert sum(".lora_A." in n for n, _ in view.named_parameters()) == 2 * 4  # ffn only: 2 linears x 4 blocks
     assert isinstance(TMDModel.from_teacher(view, head_blocks=1), TMDModel)
+
+
+@pytest.mark.slow
+def test_two_ddp_processes_reproduce_one_process_in_lora_mode(world, tmp_path):
+    """DDP (accelerate launch --multi_gpu, gloo on the CPU) in LoRA mode: each loss module holds the LoRA it trains
+    (and the frozen shared base), so DDP averages exactly those gradients; 2 processes reproduce 1 (batch 2)."""
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    sets = {"model.mode": "lora", "model.lora_rank": 4, "stage1.iterations": 3, "stage2.iterations": 3,
+            "stage2.student_every": 2, "batch_size": 2, "checkpoint_every": 100, "log_every": 1}
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+           "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(port),
+           "-m", "tmd_core", "distill", "--preset", "tiny", "--teacher", str(world["teacher_path"]),
+           "--data", str(world["data"]), "--output-dir", str(tmp_path / "ddp"),
+           *[a for k, v in sets.items() for a in ("--set", f"{k}={v}")]]
+    env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[2]), OMP_NUM_THREADS="1",
+               CUDA_VISIBLE_DEVICES="")
+    proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    one = run_distill(lora_cfg(world, tmp_path / "one", log_every=1))
+
+    def records(out):
+        lines = (Path(out) / "log.jsonl").read_text().splitlines()
+        return [json.loads(x) for x in lines if '"event"' not in x]
+
+    ra, rb = records(tmp_path / "ddp"), records(tmp_path / "one")
+    assert [(r["stage"], r["step"]) for r in ra] == [(r["stage"], r["step"]) for r in rb] and len(ra) == 6
+    for x, y in zip(ra, rb):
+        for k in x:
+            if "loss" in k:
+                assert x[k] == pytest.approx(y[k], rel=1e-4, abs=1e-7), (x["stage"], x["step"], k)
+    a, b = load_patch(tmp_path / "ddp" / "tiny.safetensors"), load_patch(one)
+    worst = max((a.lora[k][i] - b.lora[k][i]).abs().max().item() for k in a.lora for i in (0, 1))
+    assert worst <= 1e-5 and max((a.extra[k] - b.extra[k]).abs().max().item() for k in a.extra) <= 1e-5
