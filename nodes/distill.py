@@ -14,6 +14,7 @@ from comfy_api.latest import io
 from ..tmd_core.checkpoint import install_checkpoint, load_tmd
 from ..tmd_core.errors import InputError
 from ..tmd_core.loading import describe_checkpoint, not_a_teacher
+from ..tmd_core.patch_file import load_patched
 from ..tmd_core.toy.text import ToyTextEncoder
 from ..tmd_core.training.distill import (
     check_run_name,
@@ -93,6 +94,7 @@ class TMDDistill(io.ComfyNode):
                 io.Int.Input("validation_every", default=DEFAULT_EVERY, min=0, max=BIG, optional=True, tooltip="Preview the student every K steps and at the end of each stage (0: off): shown on the node, saved in output/tmd_runs/<name>/validation/."),
                 io.String.Input("validation_prompts", multiline=True, default="", optional=True, tooltip="Preview prompts, one per line (prompt i: seed 0, 1, 0, ...); empty: the first two training prompts."),
                 io.Vae.Input("vae", optional=True, tooltip="The Wan VAE (VAELoader) to decode the previews; without it only their latents are saved. A toy teacher uses the toy VAE."),
+                io.Combo.Input("mode", options=["full", "lora"], default="full", optional=True, tooltip="full: student and fake score are whole copies of the teacher, every weight trained. lora: one copy of the teacher's weights serves all three, student and fake score train rank-64 LoRAs (far less memory); the result is a TMD patch of that teacher."),
             ],
             outputs=[
                 host.TMD_MODEL.Output(display_name="tmd_model", tooltip="The distilled student, ready for TMDSampler."),
@@ -103,16 +105,17 @@ class TMDDistill(io.ComfyNode):
         )  # fmt: skip
 
     @classmethod
-    def validate_inputs(cls, stages, teacher_name=None):
-        return host.check_menus(cls, stages=stages, teacher_name=teacher_name)
+    def validate_inputs(cls, stages, teacher_name=None, mode=None):
+        return host.check_menus(cls, stages=stages, teacher_name=teacher_name, mode=mode)
 
     @classmethod
     def execute(cls, prompts, stages, outer_steps, inner_steps, head_blocks, stage1_iterations, stage2_iterations,
                 lr_stage1, lr_student, batch_size, frames, width, height, samples_per_prompt, teacher_steps,
                 guidance_scale, teacher_shift, output_name, resume, seed, teacher=None, teacher_name=None, clip=None,
                 prompt_file=None, data_folder=None, validation_every=None, validation_prompts=None,
-                vae=None) -> io.NodeOutput:
+                vae=None, mode=None) -> io.NodeOutput:
         unique_id = cls.hidden.unique_id
+        mode = mode or "full"  # absent from the call when an API prompt leaves it out
         name = check_run_name(output_name)
         target = host.tmd_target(name)
         if os.path.exists(target) and not resume:
@@ -130,7 +133,7 @@ class TMDDistill(io.ComfyNode):
                 encoder = ToyTextEncoder()
                 contexts, negative = list(encoder.encode(texts)), encoder.null_context(1)[0]
             data = host.user_path(data_folder, "output") if data_folder else os.path.join(run, "data")
-            overrides = {"batch_size": batch_size, "seed": seed, "model": {"head_blocks": head_blocks},
+            overrides = {"batch_size": batch_size, "seed": seed, "model": {"head_blocks": head_blocks, "mode": mode},
                          "schedule": {"outer_steps": outer_steps, "inner_steps": inner_steps},
                          "validate_every": DEFAULT_EVERY if validation_every is None else validation_every,
                          "stage1": {"iterations": stage1_iterations, "lr": lr_stage1},
@@ -149,6 +152,7 @@ class TMDDistill(io.ComfyNode):
                                         should_stop=bar.should_stop, previews=previews, on_preview=writer)
             if not result.complete:
                 bar.raise_interrupted()
-            student = load_tmd(install_checkpoint(result.path, target))
+            installed = install_checkpoint(result.path, target)  # lora mode: a TMD patch of `model`, merged into it
+            student = load_patched(installed, model) if mode == "lora" else load_tmd(installed)
         text = f"{loss_line(result.last_log)}\nsaved {target}"
         return io.NodeOutput(host.wrap_model(student), target, ui={"text": [text], **writer.ui()})

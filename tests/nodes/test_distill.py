@@ -361,3 +361,16 @@ def test_a_vae_of_another_family_is_refused_and_a_failing_decode_does_not_end_th
     assert notes == ["validation previews: decoding failed (RuntimeError: out of memory); latents saved in "
                      "validation/, training goes on"]  # once, not per step
     assert "images" not in out.ui
+
+
+def test_lora_mode_writes_a_patch_and_outputs_the_patched_teacher(nodes, host, teacher_file, tiny_wan16):
+    """mode lora: one copy of the teacher's weights trains LoRAs; models/tmd gets the TMD patch, and the node's
+    TMD_MODEL is that patch on the teacher (what `tmd generate PATCH --teacher T` loads)."""
+    out = distill(nodes, clip=StandInClip(), mode="lora", stage1_iterations=1, stage2_iterations=1)
+    patcher, path = out.result
+    info = tmd_core.read_patch_info(path)
+    assert info["lora"]["rank"] == 64 and info["lora"]["full_tensors"] == 0
+    assert info["provenance"]["lora_mode"]["targets"] == ["self_attn", "cross_attn", "ffn"]
+    ref = tmd_core.load_patched(path, tiny_wan16(1)).state_dict()
+    got = patcher.model.state_dict()
+    assert all(torch.equal(got[k], ref[k]) for k in ref)

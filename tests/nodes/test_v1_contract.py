@@ -19,7 +19,8 @@ CONTRACT = json.loads((Path(__file__).parent / "v1_contract.json").read_text(enc
 MENUS = {("TMDModelLoader", "ckpt_name"), ("TMDCheckpointInfo", "ckpt_name"), ("TMDApplyToModel", "tmd_name"),
          ("TMDDistill", "teacher_name")}  # fmt: skip
 # Inputs added after the contract (optional, after the contract's inputs): node id -> names, in order.
-ADDED = {"TMDDistill": ["validation_every", "validation_prompts", "vae"]}  # validation previews (docs/host.md §14)
+ADDED = {"TMDDistill": ["validation_every", "validation_prompts", "vae",  # validation previews (docs/host.md §14)
+                        "mode"]}  # LoRA mode (docs/design.md §7)
 # Texts changed after the contract: (node id, group, input) -> the option keys that changed and their new values.
 AMENDED = {("TMDDistill", "optional", "teacher"): {  # the teacher now takes the MODEL's LoRAs (docs/host.md §13)
     "tooltip": "The Wan2.1 t2v teacher from UNETLoader, with its LoRAs (LoraLoaderModelOnly) applied; its weights "

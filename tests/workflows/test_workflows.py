@@ -234,6 +234,7 @@ def test_distill_workflow_trains_from_the_native_teacher_and_previews_the_studen
     assert api[sampler["positive"][0]]["inputs"]["clip"] == d["clip"]  # the same text encoder
     [decode] = by_type(api, "VAEDecode")
     assert d["vae"] == decode["vae"] and d["validation_every"] == 250  # previews with the workflow's Wan VAE
+    assert d["mode"] == "full"  # every weight trained, as the paper does
 
 
 # ---------------------------------------------------------------- the converter itself

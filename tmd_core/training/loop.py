@@ -331,7 +331,7 @@ def _log_state_bytes(run: _Run, stage: str, trainer) -> None:
 
     mine = {}
     for name, (module, opt) in trainer.optimizers.items():
-        params = sum(local(p).nbytes for p in module.parameters())
+        params = sum(local(p).nbytes for p in module.parameters() if p.requires_grad)  # LoRA mode: not the shared base
         moments = sum(local(v).nbytes for st in opt.state.values() for k, v in st.items()
                       if isinstance(v, torch.Tensor) and k != "step")
         mine[name] = {"params": params, "optimizer": moments}
@@ -393,7 +393,8 @@ def _save_state(run: _Run, stage: str, step: int, trainer, ema, reader, generato
 def _fingerprint(modules: dict) -> dict:
     """Per module, the float64 sum of |w| over all parameters: equal on every replica of a healthy run."""
     with torch.no_grad():
-        return {n: float(sum(p.detach().double().abs().sum() for p in m.parameters())) for n, m in modules.items()}
+        return {n: float(sum(p.detach().double().abs().sum() for p in m.parameters() if p.requires_grad))
+                for n, m in modules.items()}
 
 
 def _whole_student(run: _Run, student, ema):
@@ -422,6 +423,7 @@ def _validate(run: _Run, stage: str, step: int, student, ema) -> None:
 def _save_student(run: _Run, student, ema, path: Path, done: dict, complete: bool) -> Path:
     """Write the student (its EMA weights when the EMA is on) with provenance, on the main process."""
     from ..checkpoint import atomic_save_safetensors, atomic_write_text, save_tmd
+    from ..lora import is_lora
     from ..model import TMDModel
 
     cfg = run.cfg
@@ -439,7 +441,17 @@ def _save_student(run: _Run, student, ema, path: Path, done: dict, complete: boo
     }
     with _whole_student(run, student, ema) as whole:
         if run.main:  # only rank 0 writes
-            if isinstance(whole, TMDModel):
+            if is_lora(whole):  # LoRA mode: the TMD patch itself, its factors as trained (docs/patches.md)
+                from ..lora import patch_from_lora
+                from ..patch_file import save_patch
+                from ..wan_build import transformer_config_dict
+
+                m = cfg.model
+                provenance["lora_mode"] = {"rank": m.lora_rank, "alpha": m.lora_alpha or m.lora_rank,
+                                           "targets": list(m.lora_targets)}
+                save_patch(patch_from_lora(whole, transformer_config_dict(run.teacher), rank=m.lora_rank,
+                                           provenance=provenance), path)
+            elif isinstance(whole, TMDModel):
                 save_tmd(whole, path, provenance=provenance)
             else:  # DMD2-v baseline: a plain Wan transformer in diffusers keys, config in a sidecar
                 from ..loading import sidecar_config_path
