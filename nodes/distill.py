@@ -16,6 +16,7 @@ from ..tmd_core.errors import InputError
 from ..tmd_core.loading import describe_checkpoint, not_a_teacher
 from ..tmd_core.patch_file import load_patched
 from ..tmd_core.toy.text import ToyTextEncoder
+from ..tmd_core.training.config import MODEL_MODES
 from ..tmd_core.training.distill import (
     check_run_name,
     data_request,
@@ -26,7 +27,7 @@ from ..tmd_core.training.distill import (
 )
 from ..tmd_core.training.make_data import WAN_NEGATIVE_PROMPT
 from ..tmd_core.training.runlog import loss_line
-from ..tmd_core.validation import SEED_MAX, check_int, check_seed
+from ..tmd_core.validation import SEED_MAX, check_choice, check_int, check_seed
 from ..tmd_core.worlds import is_toy_teacher, latent_shape_for
 from . import host
 from .distill_previews import DEFAULT_EVERY, PreviewWriter, preview_prompts
@@ -94,7 +95,7 @@ class TMDDistill(io.ComfyNode):
                 io.Int.Input("validation_every", default=DEFAULT_EVERY, min=0, max=BIG, optional=True, tooltip="Preview the student every K steps and at the end of each stage (0: off): shown on the node, saved in output/tmd_runs/<name>/validation/."),
                 io.String.Input("validation_prompts", multiline=True, default="", optional=True, tooltip="Preview prompts, one per line (prompt i: seed 0, 1, 0, ...); empty: the first two training prompts."),
                 io.Vae.Input("vae", optional=True, tooltip="The Wan VAE (VAELoader) to decode the previews; without it only their latents are saved. A toy teacher uses the toy VAE."),
-                io.Combo.Input("mode", options=["full", "lora"], default="full", optional=True, tooltip="full: student and fake score are whole copies of the teacher, every weight trained. lora: one copy of the teacher's weights serves all three, student and fake score train rank-64 LoRAs (far less memory); the result is a TMD patch of that teacher."),
+                io.Combo.Input("mode", options=list(MODEL_MODES), default="full", optional=True, tooltip="full: student and fake score are whole copies of the teacher, every weight trained. lora: one copy of the teacher's weights serves all three, student and fake score train rank-64 LoRAs (far less memory); the result is a TMD patch of that teacher."),
             ],
             outputs=[
                 host.TMD_MODEL.Output(display_name="tmd_model", tooltip="The distilled student, ready for TMDSampler."),
@@ -115,7 +116,10 @@ class TMDDistill(io.ComfyNode):
                 prompt_file=None, data_folder=None, validation_every=None, validation_prompts=None,
                 vae=None, mode=None) -> io.NodeOutput:
         unique_id = cls.hidden.unique_id
-        mode = mode or "full"  # absent from the call when an API prompt leaves it out
+        mode = check_choice("mode", "full" if mode is None else mode, MODEL_MODES,  # None: absent from the prompt
+                            "lora trains LoRAs on one shared copy of the teacher")
+        if validation_every is not None:
+            check_int("validation_every", validation_every, 0, hint="0 turns the previews off")
         name = check_run_name(output_name)
         target = host.tmd_target(name)
         if os.path.exists(target) and not resume:

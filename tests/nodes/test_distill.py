@@ -374,3 +374,33 @@ def test_lora_mode_writes_a_patch_and_outputs_the_patched_teacher(nodes, host, t
     ref = tmd_core.load_patched(path, tiny_wan16(1)).state_dict()
     got = patcher.model.state_dict()
     assert all(torch.equal(got[k], ref[k]) for k in ref)
+
+
+def test_lora_mode_on_a_model_teacher_leaves_the_model_as_it_was(nodes, host, tiny_wan16):
+    """Both issue-11 halves at once: the teacher aliases the MODEL's weights, LoRA mode trains adapters on views of
+    that teacher and the output merges the patch into it; the MODEL's tensors keep their storage and values."""
+    from tmd_core.layouts import diffusers_to_original_state_dict
+
+    teacher = tiny_wan16(1)
+    with torch.inference_mode():
+        native = {k: v.clone() for k, v in diffusers_to_original_state_dict(teacher.state_dict(), "diffusion_model.").items()}
+    before = {k: (v.untyped_storage().data_ptr(), v.clone()) for k, v in native.items()}
+
+    class BaseModel(torch.nn.Module):
+        diffusion_model = SimpleNamespace(num_heads=2)
+
+        def state_dict(self, *args, **kwargs):
+            return dict(native)
+
+    model = host.model_patcher.ModelPatcher(BaseModel(), torch.device("cpu"), torch.device("cpu"))
+    g = torch.Generator().manual_seed(0)
+    write_latents(host.output_dir / "shards", torch.randn(4, 16, 1, 4, 4, generator=g),
+                  [torch.randn(3, TEXT_WIDTH, generator=g) for _ in range(4)], negative_context=torch.zeros(1, TEXT_WIDTH))  # fmt: skip
+    out = distill(nodes, teacher=model, teacher_name="none", data_folder="shards", prompts="", mode="lora",
+                  stage1_iterations=1, stage2_iterations=1)
+    patcher, path = out.result
+    assert tmd_core.read_patch_info(path)["lora"]["full_tensors"] == 0
+    ref = tmd_core.load_patched(path, tiny_wan16(1)).state_dict()
+    got = patcher.model.state_dict()
+    assert all(torch.equal(got[k], ref[k]) for k in ref)
+    assert all(native[k].untyped_storage().data_ptr() == ptr and torch.equal(native[k], v) for k, (ptr, v) in before.items())
