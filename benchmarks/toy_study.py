@@ -28,13 +28,16 @@ STAGE1 = {  # stage-1 variants: overrides of the toy preset
     "s1_tm": {"stage1": {"plain_tm": True}},
     "s1_concat": {"model": {"fusion": "concat"}},
     "s1_tmmf_3k": {"stage1": {"iterations": 3000}},
+    # LoRA mode (docs/design.md §7): rank 16 of the toy's width 128 on every block's linears, same budget and lrs
+    "s1_tmmf_lora": {"model": {"mode": "lora", "lora_rank": 16}},
 }
 
 
 def variant(name: str) -> tuple[dict, str | None]:
     """(overrides, stage-1 variant it starts from or None) of a variant name.
 
-    Stage-2 names: dmd2v; tmd_w<weight>[_from_<stage-1 variant>][_lr<student lr>][_dmdshift<γ>].
+    Stage-2 names: dmd2v; tmd_w<weight>[_from_<stage-1 variant>][_lr<student lr>][_dmdshift<γ>][_lora]
+    (`_lora`: LoRA mode, from the stage-1 variant's LoRA-mode twin, e.g. tmd_w1_lora from s1_tmmf_lora).
     """
     if name in STAGE1:
         return {"stages": ["stage1"], **STAGE1[name]}, None
@@ -54,6 +57,8 @@ def variant(name: str) -> tuple[dict, str | None]:
             s2["lr_student"] = float(p[2:])
         elif p.startswith("dmdshift"):
             s2["dmd_shift"] = float(p[8:])
+        elif p == "lora":
+            start += "_lora"
         else:
             raise SystemExit(f"unknown part {p!r} of {name!r}")
     over = {"stages": ["stage2"], "stage2": s2, **{k: v for k, v in STAGE1[start].items() if k == "model"}}
@@ -96,7 +101,8 @@ def cmd_run(args) -> None:
 
 def _bench_rows(out: Path, name: str, seed: int, world: Path, quick: bool) -> list[dict]:
     from tmd_core.checkpoint import load_tmd
-    from tmd_core.loading import load_teacher
+    from tmd_core.loading import detect_checkpoint_kind, load_teacher
+    from tmd_core.patch_file import load_patched
     from tmd_core.toy.autoencoder import load_vae
     from tmd_core.toy.bench import benchmark_set
     from tmd_core.toy.evaluate import add_noise_spread, dmd_methods, run_bench, tmd_methods
@@ -106,7 +112,10 @@ def _bench_rows(out: Path, name: str, seed: int, world: Path, quick: bool) -> li
     path = result_path(out, name, seed)
     if name.startswith("dmd2v"):
         return run_bench(dmd_methods(load_teacher(path, dtype=torch.float32)), pairs, vae=vae)
-    model = load_tmd(path, dtype=torch.float32)
+    if detect_checkpoint_kind(path) == "tmd-patch":  # a LoRA-mode run's result: the patch on the world's teacher
+        model = load_patched(path, world / "teacher.safetensors", dtype=torch.float32)
+    else:
+        model = load_tmd(path, dtype=torch.float32)
     rows = run_bench(tmd_methods(model, grid=((1, 1), (1, 2), (2, 1), (2, 2), (2, 4))), pairs, vae=vae)
     for row in rows:
         if row["name"] in ("TMD outer 1 x inner 2", "TMD outer 2 x inner 2"):
@@ -210,7 +219,7 @@ def cmd_report(args) -> None:
                     pairs.append({"a": f"{tmd_var} s{seed} {a}", "b": f"dmd2v s{seed} {b}",
                                   "world": worlds[(tmd_var, seed)],
                                   **{k: compare(ra, rb, k).to_dict() for k in ("adherence", "quality", "diversity")}})
-    for var, base in ABLATIONS:  # stage-1 ablations against TM-MF with gated fusion, seed by seed
+    for var, base in ABLATIONS:  # ablations against their baseline, seed by seed
         for row in ("TMD outer 2 x inner 2", "TMD outer 1 x inner 2"):
             for seed in sorted(set(benches.get(var, {})) & set(benches.get(base, {}))):
                 ra, rb = benches[var][seed].get(row), benches[base][seed].get(row)
@@ -235,7 +244,8 @@ def cmd_report(args) -> None:
           f"{res / 'toy_study_tradeoff.png'}")
 
 
-ABLATIONS = (("s1_tm", "s1_tmmf"), ("s1_concat", "s1_tmmf"))  # (variant, baseline): the paper's stage-1 ablations
+# (variant, baseline): the paper's stage-1 ablations, and LoRA mode against full mode (same seed, same budget)
+ABLATIONS = (("s1_tm", "s1_tmmf"), ("s1_concat", "s1_tmmf"), ("tmd_w1_lora", "tmd_w1"))
 COMPARED = (("TMD outer 2 x inner 2", "dmd2v", "DMD2-v 2-step"), ("TMD outer 1 x inner 2", "dmd2v", "DMD2-v 1-step"))
 
 

@@ -1,4 +1,11 @@
-"""The ComfyUI nodes of the TMD pack: the only package that touches the host (docs/design.md §1)."""
+"""The ComfyUI nodes of the TMD pack: the only package that touches the host (docs/design.md §1).
+
+Nodes use ComfyUI's V3 schema (`comfy_api.latest.io.ComfyNode`, docs/host.md §2) and are registered through
+`comfy_entrypoint`; their ids, input names, types, defaults and output order are those of the V1 nodes they
+replace, so saved workflows load unchanged.
+"""
+
+from comfy_api.latest import ComfyExtension, io
 
 from . import host, routes
 from .distill import TMDDistill
@@ -11,25 +18,24 @@ from .toy import TMDToyDecode, TMDToyEmptyLatent, TMDToyTextEncode
 host.register_model_folder()
 routes.register_routes()  # GET /tmd/checkpoint_info for the web extension's NFE line
 
-NODE_CLASS_MAPPINGS = {
-    "TMDModelLoader": TMDModelLoader,
-    "TMDSchedule": TMDSchedule,
-    "TMDSampler": TMDSampler,
-    "TMDCheckpointInfo": TMDCheckpointInfo,
-    "TMDDistill": TMDDistill,
-    "TMDToyTextEncode": TMDToyTextEncode,
-    "TMDToyEmptyLatent": TMDToyEmptyLatent,
-    "TMDToyDecode": TMDToyDecode,
-    "TMDApplyToModel": TMDApplyToModel,
-}
-NODE_DISPLAY_NAME_MAPPINGS = {
-    "TMDModelLoader": "TMD Model Loader",
-    "TMDSchedule": "TMD Schedule",
-    "TMDSampler": "TMD Sampler",
-    "TMDCheckpointInfo": "TMD Checkpoint Info",
-    "TMDDistill": "TMD Distill (train from teacher)",
-    "TMDToyTextEncode": "TMD Toy Text Encode",
-    "TMDToyEmptyLatent": "TMD Toy Empty Latent",
-    "TMDToyDecode": "TMD Toy Decode",
-    "TMDApplyToModel": "TMD Apply to MODEL (native)",
-}
+NODES: list[type[io.ComfyNode]] = [
+    TMDModelLoader,
+    TMDSchedule,
+    TMDSampler,
+    TMDCheckpointInfo,
+    TMDDistill,
+    TMDToyTextEncode,
+    TMDToyEmptyLatent,
+    TMDToyDecode,
+    TMDApplyToModel,
+]
+
+
+class TMDExtension(ComfyExtension):
+    async def get_node_list(self) -> list[type[io.ComfyNode]]:
+        return list(NODES)
+
+
+async def comfy_entrypoint() -> TMDExtension:
+    """What ComfyUI calls for a pack without NODE_CLASS_MAPPINGS (nodes.py: load_custom_node)."""
+    return TMDExtension()

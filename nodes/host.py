@@ -11,6 +11,7 @@ import comfy.model_patcher
 import comfy.utils
 import folder_paths
 import torch
+from comfy_api.latest import io
 
 from ..tmd_core.errors import InputError
 from ..tmd_core.loading import describe_checkpoint, not_a_teacher
@@ -24,6 +25,23 @@ TMD_FOLDER = "tmd"
 TEACHER_FOLDER = "diffusion_models"
 TOY_PREFIX = "toy/"  # the toy checkpoints shipped in tmd_core/toy/assets, listed as toy/<file>
 RUNS_FOLDER = "tmd_runs"  # TMDDistill's run folders (data, logs, resumable state), under ComfyUI's output folder
+
+# the pack's own socket types (V3 schema): a TMD model in a ModelPatcher, a tmd_core.TMDSchedule
+TMD_MODEL = io.Custom("TMD_MODEL")
+TMD_SCHEDULE = io.Custom("TMD_SCHEDULE")
+
+
+def check_menus(node: type[io.ComfyNode], **values) -> bool | str:
+    """ComfyUI's POST-time menu check for a V3 node's combos, as its `validate_inputs` (ComfyUI 0.3.64 checks
+    only V1 combos, a V3 combo's value would reach the node unchecked): True, or the V1 message for the first
+    value that is not in its menu. Absent or linked values (None here) pass."""
+    menus = {i.id: i.options for i in node.define_schema().inputs if isinstance(i, io.Combo.Input)}
+    for name, value in values.items():
+        options = menus[name]
+        if value is not None and value not in options:
+            listed = f"(list of length {len(options)})" if len(options) > 20 else str(options)
+            return f"{name}: '{value}' not in {listed}"
+    return True
 
 
 def register_model_folder() -> None:
@@ -130,6 +148,12 @@ def denormalise_latent(x: torch.Tensor, model) -> torch.Tensor:
     return x * fmt.latents_std.to(x.device, x.dtype) + fmt.latents_mean.to(x.device, x.dtype)
 
 
+def wan21_raw(x: torch.Tensor) -> torch.Tensor:
+    """Normalised Wan2.1 latents -> raw VAE space (x * std + mean), what a ComfyUI VAE decodes."""
+    fmt = comfy.latent_formats.Wan21()
+    return x * fmt.latents_std.to(x.device, x.dtype) + fmt.latents_mean.to(x.device, x.dtype)
+
+
 def sampling_callback(patcher, total: int, inner_steps: int):
     """tmd_core callback -> ComfyUI progress bar, latent preview and interrupt."""
     previewer = None
@@ -162,24 +186,6 @@ def training_mode():
     return torch.inference_mode(False)
 
 
-def teacher_from_model(model):
-    """The Wan transformer of a native MODEL (UNETLoader) as diffusers' model, on its own copy of the weights.
-
-    The weights are ComfyUI's unpatched ones (LoRAs applied on the MODEL are not part of the teacher),
-    cloned outside inference mode. Call inside `training_mode()`.
-    """
-    from ..tmd_core.loading import teacher_from_state_dict
-
-    if not hasattr(model, "model_state_dict"):
-        raise InputError("teacher must be a MODEL from a diffusion-model loader (UNETLoader with a Wan2.1 t2v file)")
-    if model.patches:
-        log.warning("TMD: the teacher MODEL carries %d weight patches (LoRAs); distilling its base weights", len(model.patches))
-    heads = getattr(getattr(model.model, "diffusion_model", None), "num_heads", None)  # ComfyUI's WanModel knows
-    sd = {k: v.clone() for k, v in model.model_state_dict(filter_prefix="diffusion_model.").items()}
-    return teacher_from_state_dict(sd, config={"num_attention_heads": heads} if heads else None,
-                                   source="the teacher MODEL")
-
-
 def encode_texts(clip, texts: list[str]) -> list[torch.Tensor]:
     """One Tensor[L, D] per text, encoded as CLIPTextEncode does (Wan: umt5, zero-padded to 512 tokens)."""
     return [context_from_conditioning(clip.encode_from_tokens_scheduled(clip.tokenize(t)))[0] for t in texts]
@@ -189,6 +195,10 @@ def user_path(path: str, base: str) -> str:
     """An absolute path, or one relative to ComfyUI's `base` folder ("input" or "output")."""
     root = folder_paths.get_input_directory() if base == "input" else folder_paths.get_output_directory()
     return os.path.join(root, os.path.expanduser(path.strip()))
+
+
+def output_directory() -> str:
+    return folder_paths.get_output_directory()
 
 
 def run_folder(name: str) -> str:
@@ -223,8 +233,8 @@ class TrainingProgress:
         self.node_id = node_id
 
     def __call__(self, phase: str, done: int, total: int, logs: dict) -> None:
-        if comfy.model_management.processing_interrupted():
-            return
+        if comfy.model_management.processing_interrupted() or logs.get("event") == "validation":
+            return  # a validation record repeats the step just reported (the previews show themselves)
         if phase == "data":
             show_text(self.node_id, f"teacher samples {done}/{total}")
         elif any("loss" in k for k in logs):
@@ -233,6 +243,16 @@ class TrainingProgress:
             self.bar.update_absolute(self.offsets[phase] + done)
         except comfy.model_management.InterruptProcessingException:
             comfy.model_management.interrupt_current_processing(True)  # the hook consumed the flag: keep it
+
+    def show_image(self, image, max_size: int) -> None:
+        """A PIL image on the node while it runs: ComfyUI's progress-bar preview (sent as a JPEG, longest side
+        at most `max_size`), at the bar's current value."""
+        if comfy.model_management.processing_interrupted():
+            return
+        try:
+            self.bar.update_absolute(self.bar.current, preview=("JPEG", image, max_size))
+        except comfy.model_management.InterruptProcessingException:
+            comfy.model_management.interrupt_current_processing(True)  # keep the flag for should_stop
 
     @staticmethod
     def should_stop() -> bool:
@@ -251,8 +271,9 @@ NO_TEACHER = "none"
 def teacher_for_training(model, name: str | None):
     """(teacher module, file path or "") from a connected MODEL, else from `name`. Call inside `training_mode()`."""
     from ..tmd_core.loading import load_teacher
+    from .teacher_model import teacher_from_model
 
-    if model is not None:
+    if model is not None:  # its LoRAs applied, sharing ComfyUI's memory where they change nothing
         return teacher_from_model(model), ""
     if not name or name == NO_TEACHER:
         raise InputError("no teacher: connect a Wan2.1 MODEL (UNETLoader) to `teacher`, or pick a `teacher_name`")

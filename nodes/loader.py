@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import torch
+from comfy_api.latest import io
 
 from ..tmd_core.checkpoint import load_tmd
 from ..tmd_core.loading import describe_checkpoint, load_teacher
@@ -19,23 +20,28 @@ def model_summary(model: TMDModel) -> dict:
             "inner_steps": c.schedule.inner_steps, "trained": bool(c.extra.get("trained", False))}
 
 
-class TMDModelLoader:
-    DESCRIPTION = "Loads a TMD student (tmd/1) or splits a Wan2.1 teacher into backbone + flow head (untrained)."
-    CATEGORY = "TMD/loaders"
-    RETURN_TYPES = ("TMD_MODEL",)
-    RETURN_NAMES = ("tmd_model",)
-    OUTPUT_TOOLTIPS = ("The decoupled model, under ComfyUI's memory management.",)
-    FUNCTION = "load"
+class TMDModelLoader(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="TMDModelLoader",
+            display_name="TMD Model Loader",
+            category="TMD/loaders",
+            description="Loads a TMD student (tmd/1) or splits a Wan2.1 teacher into backbone + flow head (untrained).",
+            inputs=[
+                io.Combo.Input("ckpt_name", options=host.checkpoint_choices(), tooltip="A tmd/1 checkpoint from models/tmd, or a Wan2.1 teacher from models/diffusion_models."),
+                io.Int.Input("head_blocks", default=5, min=1, max=64, tooltip="Flow-head size H used only when splitting a plain teacher (ignored for TMD checkpoints). Paper: 5."),
+                io.Combo.Input("dtype", options=list(DTYPES), default="default", tooltip="Weight dtype; 'default' keeps the stored dtype."),
+            ],
+            outputs=[host.TMD_MODEL.Output(display_name="tmd_model", tooltip="The decoupled model, under ComfyUI's memory management.")],
+        )  # fmt: skip
 
     @classmethod
-    def INPUT_TYPES(cls):
-        return {"required": {
-            "ckpt_name": (host.checkpoint_choices(), {"tooltip": "A tmd/1 checkpoint from models/tmd, or a Wan2.1 teacher from models/diffusion_models."}),
-            "head_blocks": ("INT", {"default": 5, "min": 1, "max": 64, "tooltip": "Flow-head size H used only when splitting a plain teacher (ignored for TMD checkpoints). Paper: 5."}),
-            "dtype": (list(DTYPES), {"default": "default", "tooltip": "Weight dtype; 'default' keeps the stored dtype."}),
-        }}
+    def validate_inputs(cls, ckpt_name, dtype):
+        return host.check_menus(cls, ckpt_name=ckpt_name, dtype=dtype)
 
-    def load(self, ckpt_name, head_blocks, dtype):
+    @classmethod
+    def execute(cls, ckpt_name, head_blocks, dtype) -> io.NodeOutput:
         path = host.resolve_checkpoint(ckpt_name)
         check_choice("dtype", dtype, list(DTYPES))
         info = describe_checkpoint(path)  # header only: a corrupt file or impossible metadata fails before loading
@@ -48,25 +54,30 @@ class TMDModelLoader:
                       hint=f"{ckpt_name} has {layers} blocks and the backbone needs at least one")
             model = TMDModel.from_teacher(load_teacher(path, dtype=DTYPES[dtype]), head_blocks=head_blocks)
         info = {**model_summary(model), "ckpt_name": ckpt_name, "kind": kind}
-        return {"ui": {"tmd_info": [info]}, "result": (host.wrap_model(model),)}
+        return io.NodeOutput(host.wrap_model(model), ui={"tmd_info": [info]})
 
 
-class TMDCheckpointInfo:
-    DESCRIPTION = ("Shows what a checkpoint holds: sizes, head/backbone split, trained schedule, provenance (TMD students; "
-                   "Wan teachers and DMD2-v students too).")
-    CATEGORY = "TMD/utils"
-    RETURN_TYPES = ("STRING",)
-    RETURN_NAMES = ("info",)
-    OUTPUT_TOOLTIPS = ("The same text as `tmd info`.",)
-    FUNCTION = "info"
-    OUTPUT_NODE = True
+class TMDCheckpointInfo(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="TMDCheckpointInfo",
+            display_name="TMD Checkpoint Info",
+            category="TMD/utils",
+            description=("Shows what a checkpoint holds: sizes, head/backbone split, trained schedule, provenance (TMD "
+                         "students; Wan teachers and DMD2-v students too)."),
+            inputs=[io.Combo.Input("ckpt_name", options=host.checkpoint_choices(), tooltip="A tmd/1 checkpoint, or a Wan teacher.")],
+            outputs=[io.String.Output(display_name="info", tooltip="The same text as `tmd info`.")],
+            is_output_node=True,
+        )  # fmt: skip
 
     @classmethod
-    def INPUT_TYPES(cls):
-        return {"required": {"ckpt_name": (host.checkpoint_choices(), {"tooltip": "A tmd/1 checkpoint, or a Wan teacher."})}}
+    def validate_inputs(cls, ckpt_name):
+        return host.check_menus(cls, ckpt_name=ckpt_name)
 
-    def info(self, ckpt_name):
+    @classmethod
+    def execute(cls, ckpt_name) -> io.NodeOutput:
         from ..tmd_core.cli.info import format_info
 
         text = format_info(describe_checkpoint(host.resolve_checkpoint(ckpt_name)))
-        return {"ui": {"text": [text]}, "result": (text,)}
+        return io.NodeOutput(text, ui={"text": [text]})

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from comfy_api.latest import io
+
 from ..tmd_core.errors import InputError
 from ..tmd_core.loading import describe_checkpoint
 from . import host
@@ -14,24 +16,29 @@ def tmd_choices() -> list[str]:
     return [n for n in host.checkpoint_choices() if not n.startswith(host.TEACHER_FOLDER + "/") and n not in toy_teachers]
 
 
-class TMDApplyToModel:
-    DESCRIPTION = ("Runs TMD on a native Wan2.1 t2v MODEL: the TMD checkpoint's changed weights become weight "
-                   "patches of the MODEL (stacking with its LoRAs), its fusion layer and gap embedding are added; "
-                   "ComfyUI loads, casts (fp8 too) and offloads everything as for any MODEL.")
-    CATEGORY = "TMD/loaders"
-    RETURN_TYPES = ("TMD_MODEL",)
-    RETURN_NAMES = ("tmd_model",)
-    OUTPUT_TOOLTIPS = ("The MODEL split into backbone + flow head, for TMDSampler.",)
-    FUNCTION = "apply"
+class TMDApplyToModel(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="TMDApplyToModel",
+            display_name="TMD Apply to MODEL (native)",
+            category="TMD/loaders",
+            description=("Runs TMD on a native Wan2.1 t2v MODEL: the TMD checkpoint's changed weights become weight "
+                         "patches of the MODEL (stacking with its LoRAs), its fusion layer and gap embedding are added; "
+                         "ComfyUI loads, casts (fp8 too) and offloads everything as for any MODEL."),
+            inputs=[
+                io.Model.Input("model", tooltip="A Wan2.1 text-to-video MODEL (UNETLoader, any weight dtype), LoRAs applied before this node stack with TMD."),
+                io.Combo.Input("tmd_name", options=tmd_choices(), tooltip="A TMD student (tmd/1) from models/tmd distilled from this MODEL's teacher."),
+            ],
+            outputs=[host.TMD_MODEL.Output(display_name="tmd_model", tooltip="The MODEL split into backbone + flow head, for TMDSampler.")],
+        )  # fmt: skip
 
     @classmethod
-    def INPUT_TYPES(cls):
-        return {"required": {
-            "model": ("MODEL", {"tooltip": "A Wan2.1 text-to-video MODEL (UNETLoader, any weight dtype), LoRAs applied before this node stack with TMD."}),
-            "tmd_name": (tmd_choices(), {"tooltip": "A TMD student (tmd/1) from models/tmd distilled from this MODEL's teacher."}),
-        }}
+    def validate_inputs(cls, tmd_name):
+        return host.check_menus(cls, tmd_name=tmd_name)
 
-    def apply(self, model, tmd_name):
+    @classmethod
+    def execute(cls, model, tmd_name) -> io.NodeOutput:
         path = host.resolve_checkpoint(tmd_name)
         kind = describe_checkpoint(path)["kind"]
         if kind != "tmd":
@@ -42,4 +49,4 @@ class TMDApplyToModel:
         info = {"head_blocks": c.head_blocks, "num_layers": c.num_layers, "outer_steps": c.schedule.outer_steps,
                 "inner_steps": c.schedule.inner_steps, "trained": bool(c.extra.get("trained", False)),
                 "ckpt_name": tmd_name, "kind": "native", "patched_weights": len(weights.weight_patches)}
-        return {"ui": {"tmd_info": [info]}, "result": (out,)}
+        return io.NodeOutput(out, ui={"tmd_info": [info]})

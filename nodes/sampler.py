@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from comfy_api.latest import io
+
 from ..tmd_core.errors import InputError
 from ..tmd_core.noise import make_noise
 from ..tmd_core.sampler import sample_tmd
@@ -10,25 +12,26 @@ from . import host
 from .native_patch import load_native, native_spec
 
 
-class TMDSampler:
-    DESCRIPTION = "Few-step TMD sampling: backbone once per transition, flow head for the inner steps. No CFG (distilled in)."
-    CATEGORY = "TMD/sampling"
-    RETURN_TYPES = ("LATENT",)
-    RETURN_NAMES = ("latent",)
-    OUTPUT_TOOLTIPS = ("Raw VAE-space latent (de-normalised), ready for VAEDecode.",)
-    FUNCTION = "sample"
+class TMDSampler(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="TMDSampler",
+            display_name="TMD Sampler",
+            category="TMD/sampling",
+            description="Few-step TMD sampling: backbone once per transition, flow head for the inner steps. No CFG (distilled in).",
+            inputs=[
+                host.TMD_MODEL.Input("model", tooltip="From TMDModelLoader, or TMDApplyToModel (a native MODEL + TMD weights)."),
+                io.Conditioning.Input("positive", tooltip="Prompt embedding (CLIPTextEncode with the umt5 text encoder)."),
+                io.Latent.Input("latent", tooltip="Empty video latent giving the size (EmptyHunyuanLatentVideo); its values are not used."),
+                host.TMD_SCHEDULE.Input("schedule", tooltip="From TMDSchedule."),
+                io.Int.Input("seed", default=0, min=0, max=SEED_MAX, control_after_generate=True, tooltip="Noise seed, 0 to 2^32-1 (CPU generator: same video on any device; torch uses 32 bits of a seed, so larger ones would repeat smaller ones' noise)."),
+            ],
+            outputs=[io.Latent.Output(display_name="latent", tooltip="Raw VAE-space latent (de-normalised), ready for VAEDecode.")],
+        )  # fmt: skip
 
     @classmethod
-    def INPUT_TYPES(cls):
-        return {"required": {
-            "model": ("TMD_MODEL", {"tooltip": "From TMDModelLoader, or TMDApplyToModel (a native MODEL + TMD weights)."}),
-            "positive": ("CONDITIONING", {"tooltip": "Prompt embedding (CLIPTextEncode with the umt5 text encoder)."}),
-            "latent": ("LATENT", {"tooltip": "Empty video latent giving the size (EmptyHunyuanLatentVideo); its values are not used."}),
-            "schedule": ("TMD_SCHEDULE", {"tooltip": "From TMDSchedule."}),
-            "seed": ("INT", {"default": 0, "min": 0, "max": SEED_MAX, "control_after_generate": True, "tooltip": "Noise seed, 0 to 2^32-1 (CPU generator: same video on any device; torch uses 32 bits of a seed, so larger ones would repeat smaller ones' noise)."}),
-        }}
-
-    def sample(self, model, positive, latent, schedule, seed):
+    def execute(cls, model, positive, latent, schedule, seed) -> io.NodeOutput:
         check_seed("seed", seed)
         if not all(hasattr(schedule, a) for a in ("outer_times", "inner_times", "outer_steps", "inner_steps")):
             raise InputError(f"schedule must come from a TMDSchedule node, got {type(schedule).__name__}")
@@ -49,4 +52,4 @@ class TMDSampler:
         x0 = sample_tmd(tmd, noise, context.to(device), schedule, callback=cb)
         out = dict(latent)
         out["samples"] = host.denormalise_latent(x0, tmd).to(host.output_device())
-        return (out,)
+        return io.NodeOutput(out)

@@ -53,6 +53,7 @@ LOAD_JS = """(async (wf, name) => {
     frontend_version: window.__COMFYUI_FRONTEND_VERSION__ || null,
     nodes: nodes.length,
     links: Object.keys(app.graph.links instanceof Map ? Object.fromEntries(app.graph.links) : app.graph.links).length,
+    widgets_values: Object.fromEntries(nodes.map((n) => [n.id, (n.widgets ?? []).map((w) => w.value)])),
     missing_node_types: [...new Set(nodes.filter((n) => n.has_errors || !n.comfyClass || (window.LiteGraph && !known(n.type))).map((n) => n.type))],
   };
 })"""

@@ -96,6 +96,8 @@ def build_world(root: Path) -> SimpleNamespace:
     contexts = [torch.randn(3, 24, generator=g) for _ in range(4)]
     w.data = write_latents(root / "data", torch.randn(4, 4, 1, 8, 8, generator=g), contexts, ["p"] * 4,
                            negative_context=torch.randn(2, 24, generator=g), shard_size=4)
+    w.shards16 = write_latents(root / "shards16", torch.randn(2, 16, 1, 4, 4, generator=g),  # the node tests' teacher
+                               [torch.randn(3, 24, generator=g) for _ in range(2)], ["p"] * 2)
     w.bad_index = root / "bad_index"
     w.bad_index.mkdir()
     (w.bad_index / "index.json").write_text("{not json")
@@ -332,6 +334,27 @@ CASES = [
          ("schedule: t_max must be in (0, 1], got 5.0",)),
     Case("cfg-fusion", "config", "`distill --set model.fusion=banana`", lambda w: _distill(w, "model.fusion=banana"),
          ("model.fusion must be one of 'gated', 'concat', got 'banana'",)),
+    Case("cfg-mode", "config", "`distill --set model.mode=qlora`", lambda w: _distill(w, "model.mode=qlora"),
+         ("model.mode must be one of 'full', 'lora', got 'qlora'",)),
+    Case("cfg-lora-rank-0", "config", "`distill --set model.mode=lora --set model.lora_rank=0`",
+         lambda w: _distill(w, "model.mode=lora", "model.lora_rank=0"),
+         ("model.lora_rank must be an integer of 1 or more",)),
+    Case("cfg-lora-dmd", "config", "`distill --set model.mode=lora` for the DMD2-v baseline (student_kind dmd)",
+         lambda w: _distill(w, "model.mode=lora", "stage2.student_kind=dmd", "stages=[stage2]"),
+         ("model.mode lora trains TMD students", "trains in model.mode full")),
+    Case("cfg-lora-alpha-0", "config", "`distill --set model.mode=lora --set model.lora_alpha=0`",
+         lambda w: _distill(w, "model.mode=lora", "model.lora_alpha=0"),
+         ("model.lora_alpha must be a positive number",)),
+    Case("cfg-lora-targets", "config", "`distill --set model.mode=lora --set model.lora_targets=[mlp]`",
+         lambda w: _distill(w, "model.mode=lora", "model.lora_targets=[mlp]"),
+         ("model.lora_targets must be a non-empty list of ['cross_attn', 'ffn', 'self_attn'], got ['mlp']",)),
+    Case("cfg-lora-init-full", "config", "`distill --set model.mode=lora --set model.student_init=` a full TMD student",
+         lambda w: _distill(w, "model.mode=lora", f"model.student_init={w.student}"),
+         ("model.student_init", "student.safetensors is a full TMD student, not a TMD patch",
+          "a full student continues in model.mode full")),
+    Case("cfg-lora-init-rank", "config", "`distill --set model.mode=lora --set model.student_init=` a rank-2 patch (lora_rank 64)",
+         lambda w: _distill(w, "model.mode=lora", f"model.student_init={w.patch}"),
+         ("model.student_init patch.safetensors has LoRA rank 2, model.lora_rank is 64",)),
     Case("cfg-xhat", "config", "`distill --set stage2.x_hat_mode=banana`", lambda w: _distill(w, "stage2.x_hat_mode=banana"),
          ("stage2.x_hat_mode must be one of 'x_t', 'x1', got 'banana'",)),
     Case("cfg-dmd-norm", "config", "`distill --set stage2.dmd_norm=l2`", lambda w: _distill(w, "stage2.dmd_norm=l2"),
@@ -557,25 +580,43 @@ CASES += [
          ("python.yaml is not valid YAML",)),
     Case("api-describe-pickle", "api", "`describe_checkpoint('weights.pt')`",
          lambda w: __import__("tmd_core").describe_checkpoint(w.pickle), ("weights.pt is a .pt file",)),
+    Case("api-preview-prompts-count", "api", "`PreviewPrompts(['a fox', 'a cat'], [one embedding])`",
+         lambda w: _preview_prompts(2, 1), ("preview prompts: 2 prompts and 1 embeddings",)),
+    Case("api-preview-prompts-width", "api",
+         "`PreviewPrompts` of 8-wide embeddings for a 24-wide teacher (`distill_in_process(..., previews=...)` checks them)",
+         lambda w: _preview_prompts(1, 1, width=8).check_width(24),
+         ("the preview prompts were encoded [8] wide, the teacher reads 24-wide text",)),
 ]
 
 
+def _preview_prompts(prompts: int, embeddings: int, width: int = 24):
+    from tmd_core.training import PreviewPrompts
+
+    return PreviewPrompts(["a fox", "a cat"][:prompts], [torch.zeros(3, width)] * embeddings)
+
+
 # ---- ComfyUI nodes (tests/nodes/test_bad_inputs_nodes.py runs these with the host stand-ins)
+def run_node(node_cls, *args, **inputs):
+    from comfy_fakes import run_node  # the host stand-ins: imported only where node cases run
+
+    return run_node(node_cls, *args, **inputs)
+
+
 def _node_sampler(seed=0, schedule="ok"):
     def run(w, nodes):
         import tmd_core
 
-        (model,) = nodes.TMDModelLoader().load("student.safetensors", 5, "default")["result"]
+        (model,) = run_node(nodes.TMDModelLoader, "student.safetensors", 5, "default").result
         ctx = load_file(str(w.ctx))["context"]
         sched = tmd_core.TMDSchedule(1, 1) if schedule == "ok" else schedule
-        nodes.TMDSampler().sample(model, [[ctx, {}]], {"samples": torch.zeros(1, 16, 1, 8, 8)}, sched, seed)
+        run_node(nodes.TMDSampler, model, [[ctx, {}]], {"samples": torch.zeros(1, 16, 1, 8, 8)}, sched, seed)
 
     return run
 
 
 def _node_loader(name="teacher", head_blocks=2, dtype="default"):
     def run(w, nodes):
-        nodes.TMDModelLoader().load(name, head_blocks, dtype)
+        run_node(nodes.TMDModelLoader, name, head_blocks, dtype)
 
     return run
 
@@ -587,14 +628,14 @@ def _node_distill(**kw):
                     width=32, height=32, samples_per_prompt=1, teacher_steps=1, guidance_scale=1.0, teacher_shift=3.0,
                     output_name="run", resume=False, seed=0, teacher_name="wan/teacher.safetensors")
         args.update(kw)
-        nodes.TMDDistill().distill(**args)
+        run_node(nodes.TMDDistill, **args)
 
     return run
 
 
 def _node_toy_text(text):
     def run(w, nodes):
-        nodes.TMDToyTextEncode().encode(text)
+        run_node(nodes.TMDToyTextEncode, text)
 
     return run
 
@@ -603,14 +644,14 @@ def _node_schedule(**kw):
     def run(w, nodes):
         args = dict(outer_steps=2, inner_steps=2, outer_shift=10.0, inner_shift=10.0)
         args.update(kw)
-        nodes.TMDSchedule().make(**args)
+        run_node(nodes.TMDSchedule, **args)
 
     return run
 
 
 def _node_info(name):
     def run(w, nodes):
-        nodes.TMDCheckpointInfo().info(name)
+        run_node(nodes.TMDCheckpointInfo, name)
 
     return run
 
@@ -652,4 +693,33 @@ CASES += [
          ("no teacher: connect a Wan2.1 MODEL",)),
     Case("node-distill-size", "node", "TMDDistill `width` = 30 (not a multiple of 16)", _node_distill(width=30),
          ("width and height must be positive multiples of 16",)),
+    Case("node-distill-mode", "node", "TMDDistill `mode` = 'qlora'", _node_distill(mode="qlora"),
+         ("mode must be one of 'full', 'lora', got 'qlora'",)),
+    Case("node-distill-validation-every", "node", "TMDDistill `validation_every` = -1", _node_distill(validation_every=-1),
+         ("validation_every must be an integer >= 0, got -1",)),
+    Case("node-distill-preview-no-clip", "node", "TMDDistill `validation_prompts` with a Wan teacher, a `data_folder` "
+         "and no `clip`", lambda w, nodes: _node_distill(data_folder=str(w.shards16), prompts="",
+                                                           validation_prompts="a fox")(w, nodes),
+         ("validation_prompts need the teacher's text encoder: connect a CLIP",)),
+    Case("node-distill-preview-toy-word", "node", "TMDDistill `validation_prompts` = 'a purple circle moving left fast' "
+         "with a toy teacher", _node_distill(teacher_name="toy/toy_teacher.safetensors", prompts="a red circle moving left fast",
+                                             validation_prompts="a purple circle moving left fast"),
+         ("validation_prompts: the toy text encoder does not know 'purple'",)),
+    Case("node-distill-vae-family", "node", "TMDDistill `vae` of another latent width (an SD1.5 VAE: 4 channels)",
+         lambda w, nodes: _node_distill(data_folder=str(w.shards16), prompts="",
+                                        vae=SimpleNamespace(latent_channels=4))(w, nodes),
+         ("vae decodes 4-channel latents, the teacher makes 16: connect the Wan2.1 VAE",)),
+    Case("node-distill-quantised-model", "node", "TMDDistill `teacher` a MODEL of quantised (GGUF) weights",
+         lambda w, nodes: _node_distill(teacher=_quantised_model(), teacher_name="none")(w, nodes),
+         ("the teacher MODEL stores weight as torch.uint8: a quantised model (GGUF?) cannot be distilled from",)),
 ]
+
+
+def _quantised_model():
+    """A MODEL (the host stand-in's ModelPatcher) whose Wan weight is stored as uint8, as GGUF loaders keep them."""
+    from comfy.model_patcher import ModelPatcher
+
+    base = torch.nn.Module()
+    base.diffusion_model = torch.nn.Linear(2, 2)
+    base.diffusion_model.weight = torch.nn.Parameter(torch.zeros(2, 2, dtype=torch.uint8), requires_grad=False)
+    return ModelPatcher(base, torch.device("cpu"), torch.device("cpu"))

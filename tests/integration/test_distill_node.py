@@ -6,17 +6,24 @@ teacher makes its own data from prompts with the toy text encoder (no CLIP neede
 """
 
 import json
+import os
 import struct
+import subprocess
 import threading
 from contextlib import contextmanager
+from pathlib import Path
 
 import pytest
 import requests
 import torch
+from comfy_host import REPO
 from host_models import (
+    LORA_NAME,
+    LORA_STRENGTH,
     TEACHER_NAME,
     TOY_TEACHER_NAME,
     stand_in_conditioning,
+    write_native_models,
     write_toy_teacher,
     write_wan_models,
 )
@@ -186,3 +193,119 @@ def test_a_toy_teacher_makes_its_data_distills_and_previews_with_pack_nodes_only
     assert prov["teacher"] == TOY_TEACHER_NAME and prov["stages"] == ["stage1"]
     [video] = [f for f in output_files(entry) if f["node"] == "8"]
     assert video["filename"].endswith(".mp4")
+
+
+def test_a_lora_on_the_teacher_model_is_in_the_teacher_without_a_copy_of_the_model(tmp_path):
+    """In ComfyUI's venv (teacher_checks.py): UNETLoader + LoraLoaderModelOnly -> the teacher TMDDistill trains with."""
+    comfy_path = os.environ.get("COMFYUI_PATH")
+    if not comfy_path:
+        pytest.skip("COMFYUI_PATH is not set")
+    models = tmp_path / "models"
+    for folder in ("tmd", "diffusion_models", "loras"):
+        (models / folder).mkdir(parents=True)
+    base, files = write_wan_models(models), write_native_models(models)
+    p = subprocess.run([str(Path(comfy_path) / ".venv" / "bin" / "python"), str(REPO / "tests" / "integration" / "teacher_checks.py"),
+                        str(REPO), str(base["teacher"]), str(files["teacher_bf16"]), str(files["lora"]), str(LORA_STRENGTH),
+                        str(tmp_path)], cwd=comfy_path, capture_output=True, text=True, timeout=900)  # fmt: skip
+    assert p.returncode == 0, p.stderr[-4000:]
+    r = json.loads(next(ln for ln in p.stdout.splitlines() if ln.startswith("JSON="))[5:])
+    print(r)
+    # the LoRA is in the teacher exactly as merged by hand: its velocity, and the data it makes for training
+    assert r["lora_effect_max_abs"] > 0.05
+    assert r["velocity_vs_merged_max_abs"] <= 1e-5 * max(1.0, r["velocity_scale"])
+    assert r["data_vs_merged_max_abs"] <= 1e-5 and r["trained"]
+    # no copy: new bytes are the LoRA's target weights (patched), the rest is ComfyUI's memory; no inference tensor
+    assert r["teacher_new_bytes"] == r["lora_target_bytes"] > 0 and r["teacher_inference_tensors"] == 0
+    assert r["teacher_shared_bytes"] + r["teacher_new_bytes"] == r["model_weight_bytes"]
+    # the MODEL is only read: same tensors, same bytes, same patches after training
+    assert r["model_unchanged"] and r["model_patches_unchanged"]
+    # fp8 weights: a bf16 copy (nothing shared), within the fp8 tolerance of the bf16 file with the LoRA merged
+    assert r["fp8_teacher_dtype"] == "torch.bfloat16" and r["fp8_teacher_shared_bytes"] == 0
+    assert 0 < r["fp8_vs_bf16_rel_l2"] <= 0.08
+
+
+def run_with_previews(url: str, prompt: dict, timeout: float = 900) -> tuple[dict, list[bytes]]:
+    """Queue `prompt` as the frontend does and collect the binary preview frames sent to its client (type 1:
+    PREVIEW_IMAGE, 4-byte image type then the image). Returns (its /history entry, previews)."""
+    import time
+
+    import websocket
+
+    client = "tmd-it-previews"
+    ws = websocket.WebSocket()
+    ws.connect(url.replace("http", "ws", 1) + f"/ws?clientId={client}", timeout=30)
+    try:
+        r = requests.post(url + "/prompt", json={"prompt": prompt, "client_id": client}, timeout=30)
+        r.raise_for_status()
+        prompt_id, previews, deadline = r.json()["prompt_id"], [], time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                raw = ws.recv()
+            except websocket.WebSocketTimeoutException:
+                continue
+            if isinstance(raw, bytes):
+                if struct.unpack(">I", raw[:4])[0] == 1:
+                    previews.append(raw[4:])
+                continue
+            msg = json.loads(raw)
+            data = msg.get("data") or {}
+            if msg.get("type") == "executing" and data.get("prompt_id") == prompt_id and data.get("node") is None:
+                break
+    finally:
+        ws.close()
+    return requests.get(f"{url}/history/{prompt_id}", timeout=30).json()[prompt_id], previews
+
+
+def test_toy_validation_previews_show_on_the_node_stay_in_the_history_and_the_run_folder(teachers):
+    import io
+
+    from PIL import Image
+
+    server = teachers
+    prompt = {"1": distill_node(teacher_name=TOY_TEACHER_NAME, prompts="a red circle moving left fast", stages="stage1",
+                                frames=8, guidance_scale=4.0, teacher_shift=3.0, output_name="tmd_it_previews",
+                                validation_every=1,
+                                validation_prompts="a red circle moving left fast\na blue square moving up slow")}  # fmt: skip
+    entry, previews = run_with_previews(server.url, prompt)
+    assert entry["status"]["status_str"] == "success"
+    images = entry["outputs"]["1"]["images"]  # what the node shows once it finished (and after a reload)
+    assert images == [{"filename": f"stage1-000002-{k}.webp", "subfolder": "tmd_runs/tmd_it_previews/validation",
+                       "type": "output"} for k in range(2)]  # fmt: skip
+    folder = server.output_dir / "tmd_runs" / "tmd_it_previews" / "validation"
+    assert sorted(p.name for p in folder.iterdir()) == sorted(
+        f"stage1-00000{s}{x}" for s in (1, 2) for x in (".safetensors", ".png", "-0.webp", "-1.webp"))
+    for image in images:  # served to the frontend by /view
+        r = requests.get(server.url + "/view", params=image, timeout=30)
+        assert r.status_code == 200 and Image.open(io.BytesIO(r.content)).n_frames == 8
+    # live: the sheet (2 prompts x 8 frames of 128 px) after each of the 2 steps, as a JPEG at most 512 px wide
+    assert len(previews) == 2
+    assert all(p[:4] == struct.pack(">I", 1) and Image.open(io.BytesIO(p[4:])).size == (512, 128) for p in previews)
+    sheet = Image.open(folder / "stage1-000002.png")
+    assert sheet.size == (1024, 256)
+
+
+def test_a_lora_teacher_through_the_graph_with_wan_vae_previews(teachers, wan_models):
+    """UNETLoader -> LoraLoaderModelOnly -> TMDDistill (VAELoader's Wan VAE for the previews) under ComfyUI's executor:
+    the LoRA reaches the teacher (another teacher hash than the plain MODEL's), the previews decode with ComfyUI's VAE."""
+    from tmd_core.loading import load_teacher
+    from tmd_core.training.builders import state_dict_sha256
+
+    server = teachers
+    write_native_models(server.models_dir)  # the style LoRA in models/loras
+    prompt = native_teacher_graph(output_name="tmd_it_lora", stages="stage1", stage1_iterations=1, validation_every=1,
+                                  vae=["6", 0])
+    prompt["2"]["inputs"]["teacher"] = ["5", 0]
+    prompt["5"] = {"class_type": "LoraLoaderModelOnly",
+                   "inputs": {"model": ["1", 0], "lora_name": LORA_NAME, "strength_model": LORA_STRENGTH}}
+    prompt["6"] = {"class_type": "VAELoader", "inputs": {"vae_name": wan_models.vae}}  # fmt: skip
+    entry, previews = run_with_previews(server.url, prompt)
+    assert entry["status"]["status_str"] == "success", entry["status"]
+    prov = tmd_core.read_tmd_info(server.models_dir / "tmd" / "tmd_it_lora.safetensors")["provenance"]
+    plain = load_teacher(server.models_dir / "diffusion_models" / TEACHER_NAME)
+    assert prov["teacher"] == "(in-process)" and prov["teacher_sha256"] != state_dict_sha256(plain)
+    # previews of the data's first two samples (no prompts given), 1 frame of 32 x 32 pixels upscaled 4x
+    assert [i["filename"] for i in entry["outputs"]["2"]["images"]] == ["stage1-000001-0.webp", "stage1-000001-1.webp"]
+    from PIL import Image
+
+    sheet = Image.open(server.output_dir / "tmd_runs" / "tmd_it_lora" / "validation" / "stage1-000001.png")
+    assert sheet.size == (128, 256) and len(previews) == 1

@@ -1,8 +1,14 @@
-"""The bundled workflows load in the real frontend (headless Chromium) with every node type known."""
+"""The bundled workflows load in the real frontend (headless Chromium) with every node type known, and the
+pack's V3 nodes take each saved widget value at the position the workflow gives it.
+
+TMD_SCREENSHOT_DIR=<folder> keeps each workflow's screenshot there as <workflow>.png (docs/img/ holds one).
+"""
 
 import importlib.util
 import json
+import os
 import shutil
+from pathlib import Path
 
 import pytest
 from comfy_host import REPO
@@ -30,6 +36,9 @@ def test_workflow_loads_in_the_frontend_without_missing_nodes(comfyui, screensho
     report = screenshot(comfyui.url, workflow, tmp_path / "frontend.png", timeout=120)
     assert report["missing_node_types"] == []
     assert (report["nodes"], report["links"]) == (len(ui["nodes"]), len(ui["links"]))
+    for node in ui["nodes"]:  # the frontend filled the pack's widgets from the saved values, unchanged
+        if node["type"].startswith("TMD"):
+            assert report["widgets_values"][str(node["id"])] == node["widgets_values"], (node["id"], node["type"])
     # no "Missing Node Types" dialog; the model files the workflow names are absent on the test server
     assert all("Missing Node" not in title for title in report["dialogs_after_load"]), report
     summaries = report["tmd_summaries"]  # drawn by web/tmd.js on TMDSchedule and TMDSampler
@@ -42,3 +51,7 @@ def test_workflow_loads_in_the_frontend_without_missing_nodes(comfyui, screensho
     assert all(text.endswith(hl) for text in summaries.values()), summaries
     png = (tmp_path / "frontend.png").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 50_000  # a drawn page, not a blank one
+    if os.environ.get("TMD_SCREENSHOT_DIR"):
+        keep = Path(os.environ["TMD_SCREENSHOT_DIR"]) / f"{workflow.stem}.png"
+        keep.parent.mkdir(parents=True, exist_ok=True)
+        keep.write_bytes(png)

@@ -17,6 +17,7 @@ PACK_NODES = {  # node id -> (required inputs, optional inputs) the pack declare
     "TMDToyTextEncode": ({"text"}, set()),
     "TMDToyEmptyLatent": ({"batch_size"}, set()),
     "TMDToyDecode": ({"samples", "scale"}, set()),
+    "TMDApplyToModel": ({"model", "tmd_name"}, set()),
 }
 
 
@@ -65,7 +66,9 @@ def test_distill_and_toy_nodes_have_their_categories_and_the_distill_node_is_an_
 
 def test_model_loader_lists_tmd_checkpoints_and_teachers_from_the_model_folders(comfyui, wan_models):
     info = object_info(comfyui)
-    choices = info["TMDModelLoader"]["input"]["required"]["ckpt_name"][0]
+    kind, opts = info["TMDModelLoader"]["input"]["required"]["ckpt_name"]
+    assert kind == "COMBO"  # a V3 combo: the menu is in the options
+    choices = opts["options"]
     assert wan_models.tmd in choices and f"diffusion_models/{wan_models.teacher}" in choices
     assert choices.index(wan_models.tmd) < choices.index(f"diffusion_models/{wan_models.teacher}")
     assert wan_models.vae in info["VAELoader"]["input"]["required"]["vae_name"][0]

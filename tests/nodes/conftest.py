@@ -27,17 +27,21 @@ PACK_NAME = "comfyui_tmd"
 
 @pytest.fixture(autouse=True)
 def host(tmp_path):
-    """Fresh host state for each test; `host.progress` lists (value, total, node_id) of every ProgressBar update."""
+    """Fresh host state for each test; `host.progress` lists (value, total, node_id) of every ProgressBar update,
+    `host.previews` (value, total, preview, node_id) of those that carry a preview image instead."""
     fp, utils, mm = MODULES["folder_paths"], MODULES["comfy.utils"], MODULES["comfy.model_management"]
     fp._reset(tmp_path / "comfyui")
     utils._reset()
     mm._reset()
     MODULES["server"]._reset()
-    progress = []
+    progress, previews = [], []
 
     def hook(value, total, preview, node_id=None):  # what ComfyUI's main.py installs
         mm.throw_exception_if_processing_interrupted()
-        progress.append((value, total, node_id))
+        if preview is not None:
+            previews.append((value, total, preview, node_id))
+        else:
+            progress.append((value, total, node_id))
 
     utils.set_progress_bar_global_hook(hook)
     yield SimpleNamespace(
@@ -49,6 +53,7 @@ def host(tmp_path):
         latent_preview=MODULES["latent_preview"],
         server=MODULES["server"].PromptServer.instance,  # .progress_texts: (node id, text) shown on nodes
         progress=progress,
+        previews=previews,
         interrupt=mm.interrupt_current_processing,  # what POST /interrupt does
         models_dir=Path(fp.models_dir),
         output_dir=Path(fp.output_directory),

@@ -2,21 +2,22 @@
 
 import pytest
 import torch
+from comfy_fakes import run_node
 
 
 def load(nodes, ckpt_name, head_blocks=5, dtype="default"):
-    out = nodes.loader.TMDModelLoader().load(ckpt_name=ckpt_name, head_blocks=head_blocks, dtype=dtype)
-    (patcher,) = out["result"]
-    return patcher, out["ui"]
+    out = run_node(nodes.TMDModelLoader, ckpt_name=ckpt_name, head_blocks=head_blocks, dtype=dtype)
+    (patcher,) = out.result
+    return patcher, out.ui
 
 
 def test_menu_lists_tmd_checkpoints_then_prefixed_teachers_and_only_safetensors(
     nodes, tmd_file, teacher_file
 ):
     (tmd_file.parent / "notes.txt").write_text("not a checkpoint")
-    choices = nodes.TMDModelLoader.INPUT_TYPES()["required"]["ckpt_name"][0]
+    choices = nodes.TMDModelLoader.INPUT_TYPES()["required"]["ckpt_name"][1]["options"]
     assert choices == ["student.safetensors", "diffusion_models/wan/teacher.safetensors"]
-    assert nodes.TMDCheckpointInfo.INPUT_TYPES()["required"]["ckpt_name"][0] == choices
+    assert nodes.TMDCheckpointInfo.INPUT_TYPES()["required"]["ckpt_name"][1]["options"] == choices
 
 
 def test_loads_a_tmd_checkpoint_under_model_management_with_its_info(nodes, host, tmd_file):
@@ -85,9 +86,9 @@ def test_a_missing_file_names_the_folders_searched(nodes, host):
 
 
 def test_checkpoint_info_shows_the_split_and_schedule(nodes, tmd_file):
-    out = nodes.TMDCheckpointInfo().info(ckpt_name="student.safetensors")
-    (text,) = out["result"]
-    assert out["ui"] == {"text": [text]}
+    out = run_node(nodes.TMDCheckpointInfo, ckpt_name="student.safetensors")
+    (text,) = out.result
+    assert out.ui == {"text": [text]}
     assert "format      tmd/1" in text
     assert "backbone 2 blocks + flow head H = 2" in text
     assert "16 latent channels" in text

@@ -8,6 +8,7 @@ from types import SimpleNamespace
 
 import pytest
 import torch
+from comfy_fakes import run_node
 from helpers_wan import make_tiny_teacher
 
 import tmd_core
@@ -116,4 +117,4 @@ def test_the_node_refuses_a_teacher_file(wan_host, nodes, native, host, tmp_path
 
     save_original_layout(make_tiny_teacher(0), host.models_dir / "tmd" / "plain.safetensors", sidecar=True)
     with pytest.raises(native.InputError, match="not a TMD checkpoint"):
-        nodes.TMDApplyToModel().apply(model=None, tmd_name="plain.safetensors")
+        run_node(nodes.TMDApplyToModel, model=None, tmd_name="plain.safetensors")

@@ -7,6 +7,7 @@ tests/integration/test_wan_workflow.py.
 
 import pytest
 import torch
+from comfy_fakes import run_node
 
 import tmd_core
 
@@ -23,24 +24,16 @@ def empty_latent(shape=SHAPE):
 
 
 def run(nodes, patcher, positive=None, latent=None, outer=2, inner=3, seed=7):
-    (schedule,) = nodes.TMDSchedule().make(
-        outer_steps=outer, inner_steps=inner, outer_shift=10.0, inner_shift=10.0
-    )
-    (out,) = nodes.TMDSampler().sample(
-        model=patcher,
-        positive=positive or conditioning(),
-        latent=latent or empty_latent(),
-        schedule=schedule,
-        seed=seed,
-    )
+    (schedule,) = run_node(nodes.TMDSchedule, outer_steps=outer, inner_steps=inner, outer_shift=10.0,
+                           inner_shift=10.0).result
+    (out,) = run_node(nodes.TMDSampler, model=patcher, positive=positive or conditioning(),
+                      latent=latent or empty_latent(), schedule=schedule, seed=seed).result
     return out
 
 
 @pytest.fixture
 def student(nodes, tmd_file):
-    (patcher,) = nodes.TMDModelLoader().load(ckpt_name="student.safetensors", head_blocks=5, dtype="default")[
-        "result"
-    ]
+    (patcher,) = run_node(nodes.TMDModelLoader, ckpt_name="student.safetensors", head_blocks=5, dtype="default").result
     return patcher
 
 
@@ -79,9 +72,7 @@ def test_a_model_without_wan21_latents_reports_progress_without_previews_and_no_
 
     path = host.models_dir / "tmd" / "four.safetensors"
     tmd_core.save_tmd(tmd_core.TMDModel.from_teacher(make_tiny_teacher(2), head_blocks=1), path)
-    (patcher,) = nodes.TMDModelLoader().load(ckpt_name="four.safetensors", head_blocks=5, dtype="default")[
-        "result"
-    ]
+    (patcher,) = run_node(nodes.TMDModelLoader, ckpt_name="four.safetensors", head_blocks=5, dtype="default").result
     assert patcher.model.latent_format is None
     out = run(nodes, patcher, latent=empty_latent((1, 4, 2, 4, 4)), outer=1, inner=2)
     x0 = tmd_core.sample_tmd(tmd_core.load_tmd(path), tmd_core.make_noise((1, 4, 2, 4, 4), seed=7),
@@ -131,5 +122,5 @@ def test_conditioning_of_other_width_is_refused(nodes, student):
 @pytest.mark.parametrize("positive", [[], [["text", {}]]])
 def test_something_else_than_conditioning_is_refused(nodes, student, positive):
     with pytest.raises(ValueError, match="positive must be a CONDITIONING from a text encoder node"):
-        nodes.TMDSampler().sample(model=student, positive=positive, latent=empty_latent(),
+        run_node(nodes.TMDSampler, model=student, positive=positive, latent=empty_latent(),
                                   schedule=tmd_core.TMDSchedule(), seed=0)  # fmt: skip

@@ -2,11 +2,12 @@
 
 import pytest
 import torch
+from comfy_fakes import run_node
 
 
 def make(nodes, sigmas=None, **widgets):
     settings = {"outer_steps": 3, "inner_steps": 4, "outer_shift": 5.0, "inner_shift": 2.0, **widgets}
-    (schedule,) = nodes.TMDSchedule().make(**settings, sigmas=sigmas)
+    (schedule,) = run_node(nodes.TMDSchedule, **settings, sigmas=sigmas).result
     return schedule
 
 

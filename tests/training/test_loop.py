@@ -205,3 +205,34 @@ def test_dmd_baseline_writes_a_plain_wan_student(world, tmp_path):
     cfg.stage2.student_kind, cfg.stage2.kd_warmup_iterations = "dmd", 1
     with pytest.raises(ConfigError, match="kd_warmup needs teacher-made data with recorded noise seeds"):
         run_distill(cfg)  # the fixture's latents are user-supplied: no noise to pair them with
+
+
+def test_previews_sample_fixed_prompts_every_k_steps_and_at_the_end_of_a_stage(world, tmp_path):
+    """validate_every = 2 of 3 steps: after steps 2 and 3; prompt i with seed validation_seeds[i % 2]; the host's
+    hook gets the latents that were written."""
+    from tmd_core.training.previews import PreviewPrompts
+
+    g = torch.Generator().manual_seed(5)
+    prompts = PreviewPrompts(["a", "b", "c"], [torch.randn(4, 24, generator=g) for _ in range(3)])
+    seen = []
+    cfg = make_cfg(world, tmp_path / "run", validate_every=2, validation_seeds=(7, 8))
+    run_distill(cfg, previews=prompts, on_preview=lambda *a: seen.append(a))
+    assert [(stage, step, tuple(x.shape), p) for stage, step, x, p in seen] == [
+        ("stage1", k, (3, 4, 1, 8, 8), ["a", "b", "c"]) for k in (2, 3)]
+    from safetensors import safe_open
+
+    with safe_open(str(tmp_path / "run" / "validation" / "stage1-000003.safetensors"), "pt") as f:
+        assert json.loads(f.metadata()["seeds"]) == [7, 8, 7] and json.loads(f.metadata()["prompts"]) == ["a", "b", "c"]
+        torch.testing.assert_close(f.get_tensor("latents"), seen[-1][2], rtol=0, atol=0)
+    # prompt "c" and prompt "a" share seed 7 but not their text: different samples; "a" at step 3 is the
+    # student's sample for that seed and text
+    x = seen[-1][2]
+    assert not torch.equal(x[0], x[2])
+    student = load_tmd(tmp_path / "run" / "tiny.safetensors")
+    from tmd_core import make_noise, sample_tmd
+
+    x0 = sample_tmd(student, make_noise((1, 4, 1, 8, 8), 7), prompts.contexts[0][None], cfg.schedule)
+    torch.testing.assert_close(x[:1], x0, rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match="encoded \\[16\\] wide, the teacher reads 24-wide"):
+        run_distill(make_cfg(world, tmp_path / "other", validate_every=1),
+                    previews=PreviewPrompts(["a"], [torch.zeros(4, 16)]))

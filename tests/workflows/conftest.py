@@ -4,12 +4,14 @@ Node definitions come from two places, in the shape of ComfyUI's `GET /object_in
   native  object_info_native-0.3.64.json: the native nodes the workflows use, copied verbatim from a
           stock ComfyUI 0.3.64's /object_info (shared/comfyui/object_info-0.3.64.json); add a node
           there when a workflow starts using it
-  pack    this pack's nodes, described the way ComfyUI's server.node_info does (V1 nodes), loaded
-          with the host stand-ins of tests/nodes (so no ComfyUI is needed)
+  pack    this pack's nodes, described the way ComfyUI's server.node_info does (V3 nodes: their schema's
+          V1 description), loaded with the host stand-ins of tests/nodes (so no ComfyUI is needed); the
+          stand-in's descriptions are compared with a real server's in tests/integration/test_host_fakes_match.py
 """
 
 from __future__ import annotations
 
+import asyncio
 import importlib.util
 import json
 import sys
@@ -29,34 +31,24 @@ from comfy_fakes import MODULES, load_module  # noqa: E402 — installs the host
 sys.path.pop(0)
 
 
-def node_info(node_id: str, cls, display_name: str) -> dict:
-    """server.node_info of a V1 node (ComfyUI 0.3.64), JSON round-tripped like the HTTP answer."""
-    spec = cls.INPUT_TYPES()
-    info = {
-        "input": spec,
-        "input_order": {group: list(inputs) for group, inputs in spec.items()},
-        "output": cls.RETURN_TYPES,
-        "output_is_list": getattr(cls, "OUTPUT_IS_LIST", [False] * len(cls.RETURN_TYPES)),
-        "output_name": getattr(cls, "RETURN_NAMES", cls.RETURN_TYPES),
-        "name": node_id,
-        "display_name": display_name,
-        "description": getattr(cls, "DESCRIPTION", ""),
-        "category": getattr(cls, "CATEGORY", "sd"),
-        "output_node": getattr(cls, "OUTPUT_NODE", False) is True,
-    }
-    return json.loads(json.dumps(info))
+def pack_nodes() -> dict:
+    """node id -> class of the pack's nodes, registered as ComfyUI does (`comfy_entrypoint`, V3)."""
+    pack = sys.modules.get(PACK_NAME) or load_module(PACK_NAME, REPO / "__init__.py", package=True)
+    sys.modules[PACK_NAME + ".nodes"].host.register_model_folder()  # the menus list it (the pack registers it once)
+    classes = asyncio.run(asyncio.run(pack.comfy_entrypoint()).get_node_list())
+    return {cls.GET_SCHEMA().node_id: cls for cls in classes}
+
+
+def node_info(cls) -> dict:
+    """server.node_info of a V3 node (ComfyUI 0.3.64), JSON round-tripped like the HTTP answer."""
+    return json.loads(json.dumps(cls.GET_NODE_INFO_V1()))
 
 
 @pytest.fixture(scope="session")
 def pack_object_info(tmp_path_factory) -> dict:
     """The pack's nodes as /object_info lists them on a host with empty model folders."""
     MODULES["folder_paths"]._reset(tmp_path_factory.mktemp("comfyui"))
-    pack = sys.modules.get(PACK_NAME) or load_module(PACK_NAME, REPO / "__init__.py", package=True)
-    sys.modules[PACK_NAME + ".nodes"].host.register_model_folder()
-    return {
-        k: node_info(k, cls, pack.NODE_DISPLAY_NAME_MAPPINGS.get(k, k))
-        for k, cls in pack.NODE_CLASS_MAPPINGS.items()
-    }
+    return {k: node_info(cls) for k, cls in pack_nodes().items()}
 
 
 @pytest.fixture(scope="session")

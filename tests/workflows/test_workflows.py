@@ -232,6 +232,9 @@ def test_distill_workflow_trains_from_the_native_teacher_and_previews_the_studen
     sched = api[sampler["schedule"][0]]["inputs"]
     assert (sched["outer_steps"], sched["inner_steps"]) == (d["outer_steps"], d["inner_steps"])  # as trained
     assert api[sampler["positive"][0]]["inputs"]["clip"] == d["clip"]  # the same text encoder
+    [decode] = by_type(api, "VAEDecode")
+    assert d["vae"] == decode["vae"] and d["validation_every"] == 250  # previews with the workflow's Wan VAE
+    assert d["mode"] == "full"  # every weight trained, as the paper does
 
 
 # ---------------------------------------------------------------- the converter itself

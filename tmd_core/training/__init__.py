@@ -4,8 +4,11 @@ from .config import TrainConfig, check_config, load_config, preset, to_yaml
 from .data import ShardDataset, ShardReader, ShardWriter, read_index
 from .loop import run_distill
 from .make_data import TextEncoder, make_data, write_latents
+from .previews import OnPreview, PreviewPrompts
 
 __all__ = [
+    "OnPreview",
+    "PreviewPrompts",
     "ShardDataset",
     "ShardReader",
     "ShardWriter",

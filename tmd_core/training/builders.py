@@ -118,6 +118,40 @@ def _trainable(module: torch.nn.Module, cfg) -> torch.nn.Module:
     return module
 
 
+def _trainable_lora(module: torch.nn.Module, cfg) -> torch.nn.Module:
+    """A LoRA-mode network to train: only its own parameters (LoRA factors; the student's fusion layer and gap
+    embedding) in the master dtype and trained; the shared base weights stay the frozen teacher's, in its dtype."""
+    module.train()
+    tr = getattr(module, "transformer", module)
+    for name, p in module.named_parameters():
+        own = ".lora_" in name or (module is not tr and not name.startswith("transformer."))  # LoRA, fusion, emb_gap
+        if own:
+            if p.is_floating_point() and p.dtype != MASTER_DTYPE[cfg.master_dtype]:
+                p.data = p.data.to(MASTER_DTYPE[cfg.master_dtype])
+            p.requires_grad_(True)
+        elif p.requires_grad:
+            raise RuntimeError(f"LoRA mode: the base weight {name} would train; please report this")
+    if cfg.gradient_checkpointing:
+        tr.enable_gradient_checkpointing()  # on this view only: the teacher's flag is its own
+    return module
+
+
+def _lora_student(cfg, teacher, device, init: Path | None = None):
+    """LoRA mode (docs/design.md §7): the student = the teacher's shared weights + the "student" LoRA + its own
+    fusion layer and gap embedding; from the LoRA-mode patch `init` when given (B = 0 otherwise: equal to the
+    teacher, the decoupling invariant of docs/method.md §2.3)."""
+    from ..lora import STUDENT_ADAPTER, add_lora, load_lora_patch
+    from ..model import TMDModel
+    from ..patch_file import load_patch
+
+    m = cfg.model
+    view = add_lora(teacher, STUDENT_ADAPTER, m.lora_rank, m.lora_alpha, m.lora_targets)
+    student = TMDModel.from_teacher(view, head_blocks=m.head_blocks, fusion=m.fusion, schedule=copy.deepcopy(cfg.schedule))
+    if init is not None:
+        load_lora_patch(student, load_patch(init), source=Path(init).name)
+    return _trainable_lora(student.to(device), cfg)
+
+
 def _fresh_student(cfg, teacher):
     """An untrained TMD student on a copy of the teacher, carrying the run's schedule in its tmd_config."""
     from ..model import TMDModel
@@ -130,6 +164,8 @@ def build_stage1_student(cfg, teacher, device):
     """Stage 1 starts from `model.student_init` (a tmd/1 file) or splits a copy of the teacher."""
     from ..checkpoint import load_tmd, read_tmd_info
 
+    if cfg.model.mode == "lora":
+        return _lora_student(cfg, teacher, device, Path(cfg.model.student_init) if cfg.model.student_init else None)
     if cfg.model.student_init:
         info = read_tmd_info(cfg.model.student_init)
         check_same_architecture(transformer_config_dict(teacher), info["transformer_config"], cfg.model.student_init)
@@ -149,6 +185,11 @@ def build_stage2_student(cfg, teacher, device, stage1_result: Path | None):
     if cfg.stage2.student_kind == "dmd":
         return _trainable(copy.deepcopy(teacher).to(device), cfg)
     init = stage1_result or (Path(cfg.model.student_init) if cfg.model.student_init else None)
+    if cfg.model.mode == "lora":
+        if init is None and not cfg.stage2.init_from_teacher:
+            raise ConfigError("stage 2 needs a student: run stage 1 first, set model.student_init, or set "
+                              "stage2.init_from_teacher")
+        return _lora_student(cfg, teacher, device, init)
     if init is not None:
         info = read_tmd_info(init)
         check_same_architecture(transformer_config_dict(teacher), info["transformer_config"], str(init))
@@ -161,5 +202,12 @@ def build_stage2_student(cfg, teacher, device, stage1_result: Path | None):
 
 
 def build_fake_score(cfg, teacher, device) -> torch.nn.Module:
-    """The fake score: the teacher's architecture and weights (docs/method.md §5), trained."""
+    """The fake score: the teacher's architecture and weights (docs/method.md §5), trained; in LoRA mode the
+    teacher's shared weights + the "fake" LoRA (B = 0: equal to the teacher at the start)."""
+    if cfg.model.mode == "lora":
+        from ..lora import FAKE_ADAPTER, add_lora
+
+        m = cfg.model
+        return _trainable_lora(add_lora(teacher, FAKE_ADAPTER, m.lora_rank, m.lora_alpha, m.lora_targets).to(device),
+                               cfg)
     return _trainable(copy.deepcopy(teacher).to(device), cfg)

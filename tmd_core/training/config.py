@@ -18,7 +18,15 @@ class ModelConfig:
     teacher: str = ""  # teacher checkpoint (any layout load_teacher reads) or toy:teacher
     head_blocks: int = 5  # H: blocks in the flow head
     fusion: str = "gated"  # "gated" | "concat"
-    student_init: str = ""  # optional tmd/1 checkpoint to start from (e.g. the stage-1 result)
+    student_init: str = ""  # optional tmd/1 checkpoint to start from (e.g. the stage-1 result); lora mode: a TMD patch
+    # "full": student and fake score are whole copies of the teacher, every weight trained. "lora": one copy of
+    # the teacher's weights serves teacher, student and fake score; student and fake score train LoRAs (peft) on
+    # its blocks, the student also its fusion layer and gap embedding; the result is a TMD patch (docs/patches.md)
+    mode: str = "full"
+    lora_rank: int = 64  # r of the student's and the fake score's LoRAs (lora mode)
+    lora_alpha: float | None = None  # peft's lora_alpha (ΔW = alpha / r · B A); None: alpha = r (scale 1)
+    # the linears of every block that get a LoRA: self_attn (q, k, v, o), cross_attn (q, k, v, o), ffn (both)
+    lora_targets: tuple[str, ...] = ("self_attn", "cross_attn", "ffn")
 
 
 @dataclass
@@ -87,7 +95,7 @@ class TrainConfig:
     ema_decay: float = 0.0  # 0 disables the EMA of the student
     log_every: int = 10
     checkpoint_every: int = 200
-    validate_every: int = 0  # 0 disables validation samples
+    validate_every: int = 0  # validation samples every K steps and after the last step of a stage; 0: none
     validation_seeds: tuple[int, ...] = (0, 1)
     model: ModelConfig = field(default_factory=ModelConfig)
     schedule: TMDSchedule = field(default_factory=TMDSchedule)  # M, N and grids the student is trained for
@@ -253,6 +261,7 @@ def to_yaml(cfg) -> str:
 
 STAGES = ("stage1", "stage2")
 MASTER_DTYPES = ("fp32", "bf16")
+MODEL_MODES = ("full", "lora")
 TEACHER_PLACEMENTS = ("replicate", "shard")
 TEACHER_DTYPES = ("auto", "bf16", "fp32")
 RUN_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
@@ -313,6 +322,15 @@ def check_settings(cfg: TrainConfig, world_size: int = 1) -> None:
     _unit("ema_decay", cfg.ema_decay, hi_open=True)
     check_int("model.head_blocks", cfg.model.head_blocks, 1, error=ConfigError)
     check_choice("model.fusion", cfg.model.fusion, FUSION_KINDS, error=ConfigError)
+    check_choice("model.mode", cfg.model.mode, MODEL_MODES, "lora trains LoRAs on one shared copy of the teacher",
+                 error=ConfigError)
+    if cfg.model.mode == "lora":
+        from ..lora import check_lora_settings
+
+        check_lora_settings(cfg.model.lora_rank, cfg.model.lora_alpha, cfg.model.lora_targets)
+        if cfg.stage2.student_kind == "dmd":
+            raise ConfigError("model.mode lora trains TMD students (written as TMD patches); the DMD2-v baseline "
+                              "(stage2.student_kind: dmd) trains in model.mode full")
     s1, s2 = cfg.stage1, cfg.stage2
     for stage in stages:
         check_int(f"{stage}.iterations", getattr(cfg, stage).iterations, 1, error=ConfigError)
@@ -400,7 +418,9 @@ def check_files(cfg: TrainConfig, tcfg: dict, *, data: bool = True) -> None:
     if data:
         index = read_index(cfg.data)
         check_data_fits_config(tcfg, index.get("latent_shape"), index.get("text_dim"), cfg.data)
-    if cfg.model.student_init:
+    if cfg.model.student_init and cfg.model.mode == "lora":
+        check_lora_init(cfg, tcfg)
+    elif cfg.model.student_init:
         from ..checkpoint import read_tmd_info
 
         if not Path(cfg.model.student_init).is_file():
@@ -410,6 +430,34 @@ def check_files(cfg: TrainConfig, tcfg: dict, *, data: bool = True) -> None:
         except CheckpointError as e:
             raise ConfigError(f"model.student_init: {e}") from e
         check_same_architecture(tcfg, info["transformer_config"], cfg.model.student_init)
+
+
+def check_lora_init(cfg: TrainConfig, tcfg: dict) -> None:
+    """model.student_init of a LoRA-mode run: a TMD patch of a LoRA-mode run (LoRA factors and fusion/gap only)
+    of this teacher's architecture and this run's rank (header only)."""
+    from ..errors import CheckpointError
+    from ..patch import check_same_architecture
+    from ..patch_file import read_patch_info
+
+    path = cfg.model.student_init
+    if not Path(path).is_file():
+        raise ConfigError(f"model.student_init {path!r} does not exist: give a TMD patch of a LoRA-mode run")
+    try:
+        info = read_patch_info(path)
+    except CheckpointError as e:
+        raise ConfigError(f"model.student_init: {e} (model.mode lora continues a TMD patch of a LoRA-mode run; "
+                          "a full student continues in model.mode full)") from e
+    try:
+        check_same_architecture(info["transformer_config"], tcfg, Path(path).name, "the teacher")
+    except CheckpointError as e:
+        raise ConfigError(f"model.student_init: {e}") from e
+    lora = info["lora"]
+    if lora.get("full_tensors", 0):
+        raise ConfigError(f"model.student_init {Path(path).name} changes {lora['full_tensors']} tensors outside the "
+                          "LoRA matrices (a patch extracted from a full student): continue it with model.mode full")
+    if lora.get("rank") != cfg.model.lora_rank:
+        raise ConfigError(f"model.student_init {Path(path).name} has LoRA rank {lora.get('rank')}, model.lora_rank is "
+                          f"{cfg.model.lora_rank}: set model.lora_rank: {lora.get('rank')}")
 
 
 # Fields that may change between a run and its --resume (everything else must match).

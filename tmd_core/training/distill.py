@@ -25,6 +25,7 @@ import torch
 from ..errors import ConfigError, InputError
 from ..worlds import is_toy_teacher, latent_shape_for
 from .config import TrainConfig, apply_overrides, preset
+from .previews import OnPreview, PreviewPrompts
 
 # progress(phase, done, total, logs): phase "data" while the teacher makes samples, then "stage1"/"stage2".
 Progress = Callable[[str, int, int, dict], None]
@@ -125,7 +126,8 @@ def make_run_data(teacher, folder: Path, *, prompts: Sequence[str], contexts: Se
 
 
 def distill_in_process(teacher, cfg: TrainConfig, *, data_request: dict | None = None, resume: bool = False,
-                       progress: Progress | None = None, should_stop: Callable[[], bool] | None = None) -> DistillResult:
+                       progress: Progress | None = None, should_stop: Callable[[], bool] | None = None,
+                       previews: PreviewPrompts | None = None, on_preview: OnPreview | None = None) -> DistillResult:
     """Make the data (when `data_request` is given) and distill, in `cfg.output_dir`, on one process.
 
     Args:
@@ -134,6 +136,7 @@ def distill_in_process(teacher, cfg: TrainConfig, *, data_request: dict | None =
         data_request: keyword arguments of `make_run_data` (prompts, contexts, negative_context,
             latent_shape, samples_per_prompt, steps, shift, guidance_scale, seed).
         resume: continue the run (and its data set) in `cfg.output_dir`; without it that folder must be new.
+        previews, on_preview: the validation samples' prompts and the host's hook for them (`run_distill`).
     Returns:
         DistillResult; `complete` is False after a stop.
     """
@@ -157,6 +160,8 @@ def distill_in_process(teacher, cfg: TrainConfig, *, data_request: dict | None =
         if widths != {tcfg["text_dim"]}:
             raise InputError(f"the prompts were encoded {sorted(widths)} wide, the teacher reads {tcfg['text_dim']}-wide "
                              "text: encode them with the teacher's own text encoder")
+    if previews is not None:
+        previews.check_width(tcfg["text_dim"])
     acc = make_accelerator(cfg)
     if data_request is not None:
         teacher = teacher.to(acc.device)
@@ -182,7 +187,7 @@ def distill_in_process(teacher, cfg: TrainConfig, *, data_request: dict | None =
 
     started_training = (run_dir / "config.yaml").is_file()  # after a stop in the data phase there is no run yet
     path = run_distill(cfg, teacher=teacher, progress=on_step, should_stop=should_stop,
-                       resume=resume and started_training, accelerator=acc)
+                       resume=resume and started_training, accelerator=acc, previews=previews, on_preview=on_preview)
     complete = path.name == f"{cfg.name}.safetensors"
     return DistillResult(path, complete, Path(cfg.data), dict(last) or _last_logged(run_dir))
 
@@ -255,5 +260,5 @@ def data_request(teacher, prompts: Sequence[str], contexts: Sequence[torch.Tenso
             "steps": steps, "shift": shift, "guidance_scale": guidance_scale, "seed": seed, "batch_size": batch_size}
 
 
-__all__ = ["DistillResult", "check_run_name", "data_request", "distill_in_process", "make_config", "make_run_data",
+__all__ = ["DistillResult", "PreviewPrompts", "check_run_name", "data_request", "distill_in_process", "make_config", "make_run_data",
            "preset_for_teacher", "prompt_lines", "stage_totals"]

@@ -40,7 +40,7 @@ from .builders import (
 from .config import RESUMABLE_CHANGES, RUN_FILES, TrainConfig, check_run, to_dict, to_yaml
 from .data import ShardDataset, ShardReader
 from .draws import batch_split, same_calls
-from .previews import preview_samples
+from .previews import OnPreview, PreviewPrompts, preview_samples
 from .runlog import JsonlLog, derive_seed, memory_mb, reduce_logs, summary_line
 from .sharding import (
     check_launch_request,
@@ -75,6 +75,8 @@ class _Run:
     mode: str = "single"  # "single" | "ddp" | "fsdp2" (sharding.parallel_mode)
     template: torch.nn.Module | None = None  # FSDP2: the student's shape on the meta device, to gather it whole
     teacher_template: torch.nn.Module | None = None  # teacher_placement shard: the teacher's, likewise
+    previews: PreviewPrompts | None = None  # the host's preview prompts (else the data's first samples)
+    on_preview: OnPreview | None = None  # the host's hook for the preview latents (decode, show, save images)
 
     @property
     def sharded(self) -> bool:
@@ -138,7 +140,8 @@ def check_launch(num_processes: int, env=None) -> None:
 
 def run_distill(cfg: TrainConfig, *, teacher=None, progress: Progress | None = None,
                 should_stop: Callable[[], bool] | None = None, resume: bool = False,
-                accelerator=None) -> Path:
+                accelerator=None, previews: PreviewPrompts | None = None,
+                on_preview: OnPreview | None = None) -> Path:
     """Distill a TMD student: stage 1 (TM-MF), stage 2 (DMD2-v with rollout) or both, as `cfg.stages` says.
 
     Args:
@@ -148,6 +151,9 @@ def run_distill(cfg: TrainConfig, *, teacher=None, progress: Progress | None = N
         should_stop: polled after every step; when True a resumable state is saved and the current
             student is written as `<name>.partial.safetensors`, whose path is returned.
         resume: continue the run in `cfg.output_dir` (exactly, from its last saved state).
+        previews: fixed prompts of the validation samples (every `cfg.validate_every` steps and after the
+            last step of each stage); None samples the data's first prompts.
+        on_preview: on_preview(stage, step, latents, prompts) after each validation sample is written.
     Returns:
         Path of the written checkpoint (tmd/1 with provenance: stages, iterations, teacher sha256).
     """
@@ -168,7 +174,7 @@ def run_distill(cfg: TrainConfig, *, teacher=None, progress: Progress | None = N
     devices = list(range(torch.cuda.device_count())) if torch.cuda.is_initialized() else []
     try:
         with torch.random.fork_rng(devices=devices):  # the caller's global RNG is left as it was
-            return _run_stages(cfg, acc, out, final, teacher, progress, should_stop)
+            return _run_stages(cfg, acc, out, final, teacher, progress, should_stop, previews, on_preview)
     except BaseException:
         if acc.is_main_process:
             _undo_failed_start(out, final, existed)
@@ -189,10 +195,12 @@ def _undo_failed_start(out: Path, final: Path, existed: dict) -> None:
         out.rmdir()
 
 
-def _run_stages(cfg, acc, out: Path, final: Path, teacher, progress, should_stop) -> Path:
+def _run_stages(cfg, acc, out: Path, final: Path, teacher, progress, should_stop, previews, on_preview) -> Path:
     dataset = ShardDataset(cfg.data)
     teacher = load_frozen_teacher(cfg, teacher, acc.device)
     check_data_fits(teacher, dataset.latent_shape, dataset.text_dim, str(cfg.data))
+    if previews is not None:
+        previews.check_width(teacher.config.text_dim)
     identity = teacher_identity(cfg, teacher, out) if acc.is_main_process else {}
     identity = _broadcast_object(acc, identity)
     if acc.is_main_process:
@@ -200,7 +208,7 @@ def _run_stages(cfg, acc, out: Path, final: Path, teacher, progress, should_stop
     mode = parallel_mode(acc)
     check_placement(cfg, mode)
     run = _Run(cfg, acc, out, teacher, identity, dataset, JsonlLog(out / "log.jsonl", acc.is_main_process),
-               progress, should_stop, mode=mode)
+               progress, should_stop, mode=mode, previews=previews, on_preview=on_preview)
     if run.sharded and cfg.teacher_placement == "shard":
         run.teacher_template = meta_template(teacher)
         shard_frozen(teacher)
@@ -301,7 +309,7 @@ def _train_stage(run: _Run, stage: str, student) -> tuple[int, bool, EMA | None]
                 run.progress(stage, step, total, record)
         elif run.progress is not None and run.main:
             run.progress(stage, step, total, {"stage": stage, "step": step})
-        if cfg.validate_every and step % cfg.validate_every == 0:
+        if cfg.validate_every and (step % cfg.validate_every == 0 or step == total):
             _validate(run, stage, step, student, ema)
         stopped = _agree(acc, bool(run.should_stop and run.should_stop()))
         if stopped or step % cfg.checkpoint_every == 0 or step == total:
@@ -323,7 +331,7 @@ def _log_state_bytes(run: _Run, stage: str, trainer) -> None:
 
     mine = {}
     for name, (module, opt) in trainer.optimizers.items():
-        params = sum(local(p).nbytes for p in module.parameters())
+        params = sum(local(p).nbytes for p in module.parameters() if p.requires_grad)  # LoRA mode: not the shared base
         moments = sum(local(v).nbytes for st in opt.state.values() for k, v in st.items()
                       if isinstance(v, torch.Tensor) and k != "step")
         mine[name] = {"params": params, "optimizer": moments}
@@ -385,7 +393,8 @@ def _save_state(run: _Run, stage: str, step: int, trainer, ema, reader, generato
 def _fingerprint(modules: dict) -> dict:
     """Per module, the float64 sum of |w| over all parameters: equal on every replica of a healthy run."""
     with torch.no_grad():
-        return {n: float(sum(p.detach().double().abs().sum() for p in m.parameters())) for n, m in modules.items()}
+        return {n: float(sum(p.detach().double().abs().sum() for p in m.parameters() if p.requires_grad))
+                for n, m in modules.items()}
 
 
 def _whole_student(run: _Run, student, ema):
@@ -401,8 +410,11 @@ def _whole_student(run: _Run, student, ema):
 def _validate(run: _Run, stage: str, step: int, student, ema) -> None:
     with _whole_student(run, student, ema) as whole:
         if run.main:  # written once, by rank 0
-            record = preview_samples(run.cfg, whole, run.dataset, run.out / "validation", stage, step)
+            record, latents, prompts = preview_samples(run.cfg, whole, run.dataset, run.out / "validation", stage,
+                                                       step, run.previews)
             run.log.write(record)
+            if run.on_preview is not None:
+                run.on_preview(stage, step, latents, list(prompts))
             if run.progress is not None:
                 run.progress(stage, step, stage_iterations(run.cfg, stage), record)
     run.accelerator.wait_for_everyone()
@@ -411,6 +423,7 @@ def _validate(run: _Run, stage: str, step: int, student, ema) -> None:
 def _save_student(run: _Run, student, ema, path: Path, done: dict, complete: bool) -> Path:
     """Write the student (its EMA weights when the EMA is on) with provenance, on the main process."""
     from ..checkpoint import atomic_save_safetensors, atomic_write_text, save_tmd
+    from ..lora import is_lora
     from ..model import TMDModel
 
     cfg = run.cfg
@@ -428,7 +441,17 @@ def _save_student(run: _Run, student, ema, path: Path, done: dict, complete: boo
     }
     with _whole_student(run, student, ema) as whole:
         if run.main:  # only rank 0 writes
-            if isinstance(whole, TMDModel):
+            if is_lora(whole):  # LoRA mode: the TMD patch itself, its factors as trained (docs/patches.md)
+                from ..lora import patch_from_lora
+                from ..patch_file import save_patch
+                from ..wan_build import transformer_config_dict
+
+                m = cfg.model
+                provenance["lora_mode"] = {"rank": m.lora_rank, "alpha": m.lora_alpha or m.lora_rank,
+                                           "targets": list(m.lora_targets)}
+                save_patch(patch_from_lora(whole, transformer_config_dict(run.teacher), rank=m.lora_rank,
+                                           provenance=provenance), path)
+            elif isinstance(whole, TMDModel):
                 save_tmd(whole, path, provenance=provenance)
             else:  # DMD2-v baseline: a plain Wan transformer in diffusers keys, config in a sidecar
                 from ..loading import sidecar_config_path

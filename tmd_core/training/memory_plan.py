@@ -94,6 +94,19 @@ def build_models(tcfg: dict, cfg, device="meta") -> dict[str, torch.nn.Module]:
 
     with torch.device(device):
         teacher = build_empty_wan(tcfg)
+        if cfg.model.mode == "lora":  # views of the teacher's weights with their own LoRAs (tmd_core/lora.py)
+            from ..lora import FAKE_ADAPTER, STUDENT_ADAPTER, add_lora
+
+            m = cfg.model
+            teacher.requires_grad_(False)
+            view = add_lora(teacher, STUDENT_ADAPTER, m.lora_rank, m.lora_alpha, m.lora_targets)
+            models = {"teacher": teacher, "student": TMDModel.from_teacher(
+                view, head_blocks=m.head_blocks, fusion=m.fusion, schedule=copy.deepcopy(cfg.schedule))}
+            if "stage2" in cfg.stages:
+                models["fake_score"] = add_lora(teacher, FAKE_ADAPTER, m.lora_rank, m.lora_alpha, m.lora_targets)
+                if cfg.stage2.gan_weight > 0:
+                    models["discriminator"] = Discriminator.from_teacher(teacher, layers=cfg.stage2.disc_layers)
+            return models
         if cfg.stage2.student_kind == "dmd" and "stage1" not in cfg.stages:
             student = copy.deepcopy(teacher)
         else:
@@ -107,8 +120,14 @@ def build_models(tcfg: dict, cfg, device="meta") -> dict[str, torch.nn.Module]:
     return models
 
 
-def count_params(module: torch.nn.Module) -> int:
-    return sum(p.numel() for p in module.parameters())
+def count_params(module: torch.nn.Module, trained_only: bool = False) -> int:
+    """Parameters of `module`; with `trained_only` those of a LoRA-mode network that it trains (LoRA factors,
+    fusion, gap embedding), not the base weights it shares with the teacher."""
+    if not trained_only:
+        return sum(p.numel() for p in module.parameters())
+    tr = getattr(module, "transformer", module)
+    return sum(p.numel() for n, p in module.named_parameters()
+               if ".lora_" in n or (module is not tr and not n.startswith("transformer.")))
 
 
 def settings_for(cfg, processes: int = 1, sharding: str = "sharded", gpu_mem: float | None = None,
@@ -175,8 +194,13 @@ def memory_plan(cfg, tcfg: dict, s: PlanSettings) -> dict:
     """{"stages": {stage: [ModelRow]}, "peak": bytes per process, "counts": {name: params}}."""
     from .sharding import transformer_blocks
 
+    lora = cfg.model.mode == "lora"
+    if lora and s.sharding == "sharded" and s.processes > 1:
+        raise ConfigError("model.mode lora runs on one process or DDP (one shared copy of the teacher's weights "
+                          "cannot be sharded per network): pass --sharding full")
     models = build_models(tcfg, cfg)
-    counts = {k: count_params(m) for k, m in models.items()}
+    # LoRA mode: student and fake score count what they train; the base they share is the teacher's row
+    counts = {k: count_params(m, trained_only=lora and k in ("student", "fake_score")) for k, m in models.items()}
     units = {}  # name -> (parameters outside the blocks, parameters of the largest block)
     for k, m in models.items():
         blocks = [count_params(b) for b in transformer_blocks(m)]
@@ -186,7 +210,7 @@ def memory_plan(cfg, tcfg: dict, s: PlanSettings) -> dict:
     states = max(sum(r.total for r in rows) for rows in stages.values())
     gathered = max(gathered_bytes(rows, s, units) for rows in stages.values())
     return {"stages": stages, "states": states, "gathered": gathered, "peak": states + gathered, "counts": counts,
-            "settings": s}
+            "settings": s, "lora": {"rank": cfg.model.lora_rank, "targets": list(cfg.model.lora_targets)} if lora else None}
 
 
 def teacher_whole_params(teacher: torch.nn.Module) -> int:
@@ -217,7 +241,12 @@ def format_plan(plan: dict, title: str) -> str:
     layout = "FSDP2 sharded" if sharded else ("one process" if s.processes == 1 else "full replica per process")
     mode = (f"{s.processes} process(es), {layout}, {s.master_dtype} master weights + {s.optim_dtype} AdamW moments, "
             f"teacher {s.teacher_dtype}" + (f" {'sharded' if s.teacher == 'shard' else 'replicated'}" if sharded else ""))
-    lines = [f"memory plan: {title}", f"  {mode}", "  bytes per process (GB = 1e9 bytes):"]
+    lines = [f"memory plan: {title}", f"  {mode}"]
+    if plan.get("lora"):
+        lines.append(f"  LoRA mode, rank {plan['lora']['rank']} on {', '.join(plan['lora']['targets'])}: one copy of "
+                     "the base weights (the teacher row) serves teacher, student and fake score; their rows count "
+                     "the LoRAs (the student's with its fusion layer and gap embedding)")
+    lines.append("  bytes per process (GB = 1e9 bytes):")
     cols = ("weights", "gradients", "optimizer", "ema")
     for stage, rows in plan["stages"].items():
         lines.append(f"  {stage}: {'model':<14}{'params':>16}" + "".join(f"{c:>11}" for c in cols) + f"{'total':>11}")

@@ -108,6 +108,10 @@ def check_fsdp2_plugin(plugin) -> None:
 
 def check_placement(cfg, mode: str) -> None:
     """`teacher_placement: shard` needs FSDP2 (one process has nothing to shard and keeps the teacher whole)."""
+    if getattr(cfg.model, "mode", "full") == "lora" and mode == "fsdp2":
+        raise ConfigError("model.mode lora shares one copy of the teacher's weights between teacher, student and fake "
+                          "score, which FSDP2 cannot shard per network: launch with DDP (`accelerate launch "
+                          "--multi_gpu --num_processes N ...`) or one process, or set model.mode full")
     if cfg.teacher_placement == "shard" and mode == "ddp":
         raise ConfigError("teacher_placement: shard needs an FSDP2 launch, this one is DDP (every process holds "
                           "every network): launch with `accelerate launch --config_file configs/accelerate_fsdp2.yaml "

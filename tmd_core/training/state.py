@@ -1,6 +1,7 @@
 """Resumable training state: one safetensors file per stage, written atomically, never pickled.
 
-Tensors: `model.<name>.<param>` (student, fake score, discriminator), `ema.<param>`,
+Tensors: `model.<name>.<param>` (student, fake score, discriminator; in LoRA mode only the parameters they
+train, not the base weights they share with the teacher), `ema.<param>`,
 `optim.<name>.<param>.<key>` (optimiser moments and step counters) and `rng.<rank>.<which>`
 (the CPU generator of every process's losses and torch's global RNG). Metadata (JSON strings):
 `format`, `stage`, `step`, `world_size`, `data` (reader position), `optim` (param groups and
@@ -20,20 +21,27 @@ from safetensors import safe_open
 from ..checkpoint import atomic_save_safetensors
 from ..errors import CheckpointError, ConfigError
 from ..loading import read_safetensors_header
+from ..lora import load_trained_state, trained_state_dict
 
 FORMAT = "tmd-train-state/1"
 
 
+def _trained(module: torch.nn.Module):
+    """(name, parameter) of the parameters that train: all of a full-mode network, the LoRA factors, fusion
+    layer and gap embedding of a LoRA-mode one (its frozen base is the teacher's and never changes)."""
+    return [(n, p) for n, p in module.named_parameters() if p.requires_grad]
+
+
 class EMA:
-    """Exponential moving average of a module's floating parameters, kept in float32."""
+    """Exponential moving average of a module's trained parameters, kept in float32."""
 
     def __init__(self, module: torch.nn.Module, decay: float):
         self.decay = float(decay)
-        self.shadow = {n: p.detach().float().clone() for n, p in module.named_parameters()}
+        self.shadow = {n: p.detach().float().clone() for n, p in _trained(module)}
 
     @torch.no_grad()
     def update(self, module: torch.nn.Module) -> None:
-        for n, p in module.named_parameters():
+        for n, p in _trained(module):
             self.shadow[n].lerp_(p.detach().float(), 1.0 - self.decay)
 
     @contextlib.contextmanager
@@ -48,7 +56,7 @@ class EMA:
     @torch.no_grad()
     def swap(self, module: torch.nn.Module) -> None:
         """Exchange the module's parameters with the averages (call twice to restore)."""
-        for n, p in module.named_parameters():
+        for n, p in _trained(module):
             tmp = p.detach().clone()
             p.copy_(self.shadow[n].to(p.dtype))
             self.shadow[n].copy_(tmp.float())
@@ -148,8 +156,8 @@ def save_state(path, *, stage: str, step: int, models: dict, optimizers: dict, e
     """
     tensors, optim_meta = {}, {}
     for name, module in models.items():
-        for k, v in module.state_dict().items():
-            tensors[f"model.{name}.{k}"] = _local(v)
+        for k, v in trained_state_dict(module).items():  # LoRA mode: not the shared base (the teacher's)
+            tensors[f"model.{name}.{k}"] = _local(v.detach())
     for name, (module, opt) in optimizers.items():
         t, m = _optim_flatten(name, module, opt)
         tensors.update(t)
@@ -239,7 +247,7 @@ def _load_module(module: torch.nn.Module, sd: dict) -> None:
     """load_state_dict(strict) for a plain module; for an FSDP2 one, each saved shard copied into place."""
     own = module.state_dict()
     if not any(hasattr(v, "to_local") for v in own.values()):
-        module.load_state_dict(sd, strict=True)
+        load_trained_state(module, sd)
         return
     if own.keys() != sd.keys():
         raise RuntimeError(f"keys differ: missing {sorted(own.keys() - sd.keys())[:4]}, "

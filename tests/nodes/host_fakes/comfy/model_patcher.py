@@ -1,5 +1,6 @@
 """Stand-in for `comfy.model_patcher.ModelPatcher`: holds a module and its devices; clone() shares the module;
-model_state_dict() is the module's unpatched state dict (optionally only the keys under a prefix)."""
+model_state_dict() is the module's unpatched state dict (optionally only the keys under a prefix), get_key_patches()
+pairs each weight with its patches."""
 
 import copy
 
@@ -40,6 +41,12 @@ class ModelPatcher:
         for part in name.split("."):
             obj = getattr(obj, part)
         return obj
+
+    def get_key_patches(self, filter_prefix=None):
+        """Per key: [(unpatched weight, convert_func)] + its patches (the real one reads the backup of a loaded,
+        patched model; this stand-in never patches its module)."""
+        return {k: [(w, lambda a, **kwargs: a)] + self.patches.get(k, [])
+                for k, w in self.model_state_dict(filter_prefix).items()}
 
     def model_state_dict(self, filter_prefix=None):
         sd = self.model.state_dict()
