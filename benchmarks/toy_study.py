@@ -37,7 +37,7 @@ def variant(name: str) -> tuple[dict, str | None]:
     """(overrides, stage-1 variant it starts from or None) of a variant name.
 
     Stage-2 names: dmd2v; tmd_w<weight>[_from_<stage-1 variant>][_lr<student lr>][_dmdshift<γ>][_lora]
-    (`_lora`: LoRA mode, from the stage-1 variant's LoRA-mode twin, e.g. tmd_w1_lora from s1_tmmf_lora).
+    (`_lora`: LoRA mode, from the stage-1 variant's LoRA-mode twin, e.g. tmd_w0.3_lora from s1_tmmf_lora).
     """
     if name in STAGE1:
         return {"stages": ["stage1"], **STAGE1[name]}, None
@@ -220,7 +220,8 @@ def cmd_report(args) -> None:
                                   "world": worlds[(tmd_var, seed)],
                                   **{k: compare(ra, rb, k).to_dict() for k in ("adherence", "quality", "diversity")}})
     for var, base in ABLATIONS:  # ablations against their baseline, seed by seed
-        for row in ("TMD outer 2 x inner 2", "TMD outer 1 x inner 2"):
+        rows = ("DMD2-v 2-step", "DMD2-v 1-step") if base == "dmd2v" else ("TMD outer 2 x inner 2", "TMD outer 1 x inner 2")
+        for row in rows:
             for seed in sorted(set(benches.get(var, {})) & set(benches.get(base, {}))):
                 ra, rb = benches[var][seed].get(row), benches[base][seed].get(row)
                 if ra and rb and "per_clip" in ra and "per_clip" in rb and worlds[(var, seed)] == worlds[(base, seed)]:
@@ -244,8 +245,10 @@ def cmd_report(args) -> None:
           f"{res / 'toy_study_tradeoff.png'}")
 
 
-# (variant, baseline): the paper's stage-1 ablations, and LoRA mode against full mode (same seed, same budget)
-ABLATIONS = (("s1_tm", "s1_tmmf"), ("s1_concat", "s1_tmmf"), ("tmd_w1_lora", "tmd_w1"))
+# (variant, baseline), paired seed by seed: the paper's stage-1 ablations, a doubled stage 1, LoRA mode against full
+# mode (same seed, same budget), and the DMD time shift of the toy's token count (γ 3) against Wan's (γ 5)
+ABLATIONS = (("s1_tm", "s1_tmmf"), ("s1_concat", "s1_tmmf"), ("s1_tmmf_3k", "s1_tmmf"), ("tmd_w0.3_lora", "tmd_w0.3"),
+             ("s1_tmmf_lora", "s1_tmmf"), ("tmd_w0.3_dmdshift3", "tmd_w0.3"), ("dmd2v_dmdshift3", "dmd2v"))
 COMPARED = (("TMD outer 2 x inner 2", "dmd2v", "DMD2-v 2-step"), ("TMD outer 1 x inner 2", "dmd2v", "DMD2-v 1-step"))
 
 
