@@ -6,6 +6,7 @@ import torch
 from comfy_api.latest import io
 
 from ..tmd_core.checkpoint import load_tmd
+from ..tmd_core.errors import InputError
 from ..tmd_core.loading import describe_checkpoint, load_teacher
 from ..tmd_core.model import TMDModel
 from ..tmd_core.validation import check_choice, check_int
@@ -29,7 +30,7 @@ class TMDModelLoader(io.ComfyNode):
             category="TMD/loaders",
             description="Loads a TMD student (tmd/1) or splits a Wan2.1 teacher into backbone + flow head (untrained).",
             inputs=[
-                io.Combo.Input("ckpt_name", options=host.checkpoint_choices(), tooltip="A tmd/1 checkpoint from models/tmd, or a Wan2.1 teacher from models/diffusion_models."),
+                io.Combo.Input("ckpt_name", options=host.checkpoint_choices(), tooltip="A TMD student (tmd/1) from models/tmd, or a Wan2.1 teacher from models/diffusion_models. A TMD patch goes to TMD Apply to MODEL (native)."),
                 io.Int.Input("head_blocks", default=5, min=1, max=64, tooltip="Flow-head size H used only when splitting a plain teacher (ignored for TMD checkpoints). Paper: 5."),
                 io.Combo.Input("dtype", options=list(DTYPES), default="default", tooltip="Weight dtype; 'default' keeps the stored dtype."),
             ],
@@ -45,6 +46,10 @@ class TMDModelLoader(io.ComfyNode):
         path = host.resolve_checkpoint(ckpt_name)
         check_choice("dtype", dtype, list(DTYPES))
         info = describe_checkpoint(path)  # header only: a corrupt file or impossible metadata fails before loading
+        if info["kind"] == "tmd-patch":
+            raise InputError(f"{ckpt_name} is a TMD patch, which needs the teacher MODEL it was made for: load the "
+                             "teacher with UNETLoader and apply the patch with TMD Apply to MODEL (native) "
+                             "(TMDApplyToModel)")
         kind = "tmd" if info["kind"] == "tmd" else "teacher"
         if kind == "tmd":
             model = load_tmd(path, dtype=DTYPES[dtype])

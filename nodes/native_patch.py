@@ -6,9 +6,10 @@ gap embedding) under their own ModelPatcher. A `TMDWeights` can come from any so
 
 - a full TMD student (`tmd/1`, `student_weights`): its transformer minus the MODEL's base weights, as
   `("diff", (tensor,))` patches of only the tensors that differ;
-- a TMD patch file (fusion + gap embedding in full, changed blocks as LoRA): its LoRA part converted with
-  `comfy.lora.load_lora(lora_sd, comfy.lora.model_lora_keys_unet(model.model))`, which gives exactly the
-  `weight_patches` dict below.
+- a TMD patch file (`patch_weights`; fusion + gap embedding in full, changed blocks as LoRA, other changed
+  tensors as whole differences): its LoRA and difference part converted with
+  `comfy.lora.load_lora(lora_sd, comfy.lora.model_lora_keys_unet(model.model, {}))`, which gives exactly the
+  `weight_patches` dict below (LoRA adapters and `("diff", (tensor,))` patches).
 
 Patches are additive, so LoRAs already on the MODEL (LoraLoaderModelOnly before this node) stack with the
 TMD change in any order: base + LoRA + (student - base) = student + LoRA.
@@ -140,6 +141,44 @@ def student_weights(path, model) -> TMDWeights:
                 changed += 1
     log.info("TMD: %s changes %d of %d weights of the MODEL", name, changed, len(base))
     return TMDWeights(tmd_config, arch, extras, patches, source=name)
+
+
+def patch_weights(path, model) -> TMDWeights:
+    """TMDWeights of a TMD patch file (docs/patches.md §2) for `model`: its LoRA factors and whole differences as
+    the weight patches ComfyUI's own LoRA loader makes of them, its `tmd.fusion.*` / `tmd.emb_gap.*` as extras.
+
+    The architecture is checked from the header before any tensor is read; `load_patch` then checks every key
+    and shape against it (CheckpointError naming the file). The factors stay as stored (rank r, the file's dtype):
+    ComfyUI merges B @ A when it loads the weights, as for any LoRA.
+    """
+    import comfy.lora
+
+    from ..tmd_core.patch_file import load_patch, lora_state_dict, read_patch_info
+
+    name = Path(path).name
+    info = read_patch_info(path)  # header: format, kind, tmd_config, base_architecture
+    arch = _arch_of_transformer_config(info["transformer_config"])
+    check_arch(model_arch(model), TMDWeights(TMDConfig.from_dict(info["tmd_config"]), arch, {}, source=name))
+    patch = load_patch(path)
+    lora_sd = lora_state_dict(patch)
+    patches = comfy.lora.load_lora(lora_sd, comfy.lora.model_lora_keys_unet(model.model, {}), log_missing=False)
+    shapes = {k: tuple(v.shape) for k, v in model.model.state_dict().items() if k.startswith(PREFIX)}
+    for dkey in [*patch.lora, *patch.full]:
+        target = PREFIX + diffusers_key_to_original(dkey)
+        if target not in patches or target not in shapes:
+            raise InputError(f"{name}: {dkey} ({target}) is not a weight of the MODEL that ComfyUI's LoRA loader "
+                             "can patch: connect the Wan2.1 t2v MODEL of the teacher the patch was made from")
+        if dkey in patch.lora:
+            a, b = patch.lora[dkey]
+            fits = b.shape[0] == shapes[target][0] and b.shape[0] * a.shape[1] == torch.Size(shapes[target]).numel()
+        else:
+            fits = tuple(patch.full[dkey].shape) == shapes[target]
+        if not fits:
+            raise InputError(f"{name}: its change of {target} does not fit the MODEL's {shapes[target]}: connect the "
+                             "MODEL of the teacher the patch was made from")
+    log.info("TMD: %s patches %d weights of the MODEL (%d LoRA of rank <= %d, %d whole differences)", name,
+             len(patches), len(patch.lora), patch.rank, len(patch.full))
+    return TMDWeights(patch.tmd_config, arch, dict(patch.extra), patches, source=name)
 
 
 def extras_dim(extras: dict) -> int:

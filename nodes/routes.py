@@ -23,9 +23,10 @@ def checkpoint_info(ckpt_name: str) -> dict:
     if ckpt_name not in host.checkpoint_choices():
         raise InputError(f"{ckpt_name!r} is not in the TMD loader's menu")
     info = describe_checkpoint(host.resolve_checkpoint(ckpt_name))
-    kind = "tmd" if info["kind"] == "tmd" else "teacher"  # anything else is split on load with the widget's H
+    # a TMD patch carries its split too (TMDApplyToModel applies it); anything else is split on load with the widget's H
+    kind = {"tmd": "tmd", "tmd-patch": "patch"}.get(info["kind"], "teacher")
     return {"ckpt_name": ckpt_name, "kind": kind, "num_layers": info.get("num_layers"),
-            "head_blocks": info.get("head_blocks") if kind == "tmd" else None}
+            "head_blocks": info.get("head_blocks") if kind != "teacher" else None}
 
 
 def register_routes() -> bool:

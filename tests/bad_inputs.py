@@ -114,6 +114,7 @@ def build_world(root: Path) -> SimpleNamespace:
     from tmd_core.patch_file import save_patch
 
     w.patch = save_patch(extract_patch_from_models(tmd_core.load_tmd(w.student), teacher, 2), root / "patch.safetensors")
+    w.patch_nocfg = _rewrite_metadata(w.patch, root / "patch_nocfg.safetensors", tmd_config=None)
     w.workflow = root / "wf.json"
     w.workflow.write_text(json.dumps({"1": {"class_type": "TMDSchedule", "inputs": {}}}))
     return w
@@ -712,6 +713,28 @@ CASES += [
     Case("node-distill-quantised-model", "node", "TMDDistill `teacher` a MODEL of quantised (GGUF) weights",
          lambda w, nodes: _node_distill(teacher=_quantised_model(), teacher_name="none")(w, nodes),
          ("the teacher MODEL stores weight as torch.uint8: a quantised model (GGUF?) cannot be distilled from",)),
+]
+
+
+def _node_apply(tmd_name, **arch):
+    """TMDApplyToModel on a MODEL of the world's teacher (the host's Wan classes stood in), WanModel sizes `arch`."""
+    def run(w, nodes):
+        from native_stand_ins import fake_model, wan_host
+
+        with wan_host():
+            run_node(nodes.TMDApplyToModel, model=fake_model(make_tiny_teacher(0), **arch), tmd_name=tmd_name)
+
+    return run
+
+
+CASES += [  # ---- TMD patches on the node path (docs/patches.md §6, docs/host.md §12)
+    Case("node-loader-patch", "node", "TMDModelLoader `ckpt_name` = a TMD patch", _node_loader("patch.safetensors"),
+         ("patch.safetensors is a TMD patch, which needs the teacher MODEL it was made for", "TMDApplyToModel")),
+    Case("node-apply-patch-other-arch", "node", "TMDApplyToModel `tmd_name` = a patch for a 4-block Wan, `model` a "
+         "6-block Wan MODEL", _node_apply("patch.safetensors", num_layers=6),
+         ("patch.safetensors was made for a Wan2.1 of width 32 x 4 blocks", "the MODEL is width 32 x 6 blocks")),
+    Case("node-apply-patch-corrupt", "node", "TMDApplyToModel `tmd_name` = a patch without its tmd_config metadata",
+         _node_apply("patch_nocfg.safetensors"), ("patch_nocfg.safetensors has no tmd_config metadata",)),
 ]
 
 

@@ -44,10 +44,10 @@ def _file_names(dkey: str) -> dict[str, str]:
     return {"full": f"{LORA_PREFIX}{orig}.diff"}
 
 
-def save_patch(patch: Patch, path) -> Path:
-    """Write a patch atomically (docs/patches.md §2). Returns the path."""
-    from .version import __version__
-
+def lora_state_dict(patch: Patch) -> dict[str, torch.Tensor]:
+    """The part of a patch ComfyUI's LoRA loader reads, under the file's key names (docs/patches.md §2): per weight
+    matrix `lora_A`, `lora_B` and `alpha` (= r, so ComfyUI's scale is 1), per other changed tensor its `diff` or
+    `diff_b` (float32). Without the `tmd.*` extras. What `save_patch` writes, and what `comfy.lora.load_lora` takes."""
     tensors: dict[str, torch.Tensor] = {}
     for k, (a, b) in patch.lora.items():
         names = _file_names(k)
@@ -55,6 +55,14 @@ def save_patch(patch: Patch, path) -> Path:
         tensors[names["alpha"]] = torch.tensor(float(a.shape[0]))
     for k, d in patch.full.items():
         tensors[_file_names(k)["full"]] = d.float()
+    return tensors
+
+
+def save_patch(patch: Patch, path) -> Path:
+    """Write a patch atomically (docs/patches.md §2). Returns the path."""
+    from .version import __version__
+
+    tensors = lora_state_dict(patch)
     for k, v in patch.extra.items():
         tensors[EXTRA_PREFIX + k] = v
     dtypes = sorted({str(a.dtype).removeprefix("torch.") for a, _ in patch.lora.values()})

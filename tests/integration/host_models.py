@@ -200,14 +200,17 @@ LORA_TARGETS = ("blocks.0.self_attn.q", "blocks.1.ffn.0", "blocks.3.cross_attn.o
 
 def trained_like_student(teacher, seed: int = 1):
     """A tmd/1 student (H = 2 of L = 4) standing in for a trained one: blocks 1 and 3, the time projection and
-    the output layer moved off the teacher, fusion and gap embedding non-zero (the fresh student is the teacher)."""
+    the output layer moved off the teacher, fusion and gap embedding non-zero (the fresh student is the teacher).
+    The same tensors on every call (seeded), so files written at different times agree."""
     import copy
 
     import torch
 
     import tmd_core
 
-    student = tmd_core.TMDModel.from_teacher(copy.deepcopy(teacher), head_blocks=2)
+    with torch.random.fork_rng():  # the fusion layer's initialisation draws from the global RNG: same file each call
+        torch.manual_seed(seed)
+        student = tmd_core.TMDModel.from_teacher(copy.deepcopy(teacher), head_blocks=2)
     g = torch.Generator().manual_seed(seed)
     moved = ("transformer.blocks.1.", "transformer.blocks.3.", "transformer.condition_embedder.time_proj.",
              "transformer.proj_out.", "fusion.", "emb_gap.time_embedder.linear_2.")
@@ -274,4 +277,62 @@ def write_native_models(models: Path) -> dict[str, Path]:
     (models / "loras").mkdir(parents=True, exist_ok=True)
     save_file({k: v.contiguous() for k, v in lora.items()}, str(models / "loras" / LORA_NAME))
     out["lora"] = models / "loras" / LORA_NAME
+    return out
+
+
+# ---------------------------------------------------------------- TMD patches on the native path
+
+PATCH_FULL_NAME = "wan21_tiny_tmd_trained.full.safetensors"  # TRAINED_NAME's patch at full rank (fp32 factors)
+PATCH_LOW_NAME = "wan21_tiny_tmd_trained.lora8.safetensors"  # the same at rank 8
+PATCH_LOW_AS_STUDENT = "wan21_tiny_tmd_trained_lora8_merged.safetensors"  # rank-8 patch merged by the library
+PATCH_LOW_STYLE = "wan21_tiny_tmd_trained_lora8_style.safetensors"  # teacher + style LoRA by hand + rank-8 patch
+PATCH_OTHER_NAME = "wan21_wide_tmd.lora4.safetensors"  # a patch for a wider, deeper Wan (the "14B on 1.3B" case)
+PATCH_LOW_RANK = 8
+
+
+def tiny_wan_wide(seed: int = 7):
+    """A Wan2.1 t2v DiT of another architecture than tiny_wan: 2 heads (width 256), ffn 512, 6 layers."""
+    from helpers_wan import make_tiny_teacher
+
+    return make_tiny_teacher(
+        seed, num_attention_heads=2, attention_head_dim=128, in_channels=16, out_channels=16,
+        text_dim=4096, freq_dim=256, ffn_dim=512, num_layers=6,
+    )  # fmt: skip
+
+
+def merge_lora_into_teacher(teacher, lora: dict, strength: float) -> None:
+    """merge_lora for a plain teacher (diffusers WanTransformer3DModel)."""
+    from types import SimpleNamespace
+
+    merge_lora(SimpleNamespace(transformer=teacher), lora, strength)
+
+
+def write_patch_models(models: Path) -> dict[str, Path]:
+    """The TMD patches the native patch tests need, in models/tmd (same teacher and trained student as
+    write_native_models): TRAINED_NAME's patch at full rank and at rank 8 (fp32 factors, `extract_patch_from_models`
+    as `tmd extract-lora` runs it), the library's merges of the rank-8 patch as tmd/1 students (onto the teacher,
+    and onto the teacher with the style LoRA merged by hand), and a patch of tiny_wan_wide."""
+    import copy
+
+    import torch
+    from helpers_wan import moved_student
+
+    import tmd_core
+    from tmd_core.patch import apply_patch, extract_patch_from_models
+    from tmd_core.patch_file import save_patch
+
+    teacher = tiny_wan()
+    student = trained_like_student(teacher)
+    tmd = models / "tmd"
+    full = extract_patch_from_models(student, teacher, 4096, dtype=torch.float32)  # rank >= every side: full rank
+    low = extract_patch_from_models(student, teacher, PATCH_LOW_RANK, dtype=torch.float32)
+    out = {"full": save_patch(full, tmd / PATCH_FULL_NAME), "low": save_patch(low, tmd / PATCH_LOW_NAME)}
+    out["low_as_student"] = tmd_core.save_tmd(apply_patch(copy.deepcopy(teacher), low), tmd / PATCH_LOW_AS_STUDENT)
+    styled = copy.deepcopy(teacher)
+    merge_lora_into_teacher(styled, style_lora(teacher), LORA_STRENGTH)
+    out["low_style"] = tmd_core.save_tmd(apply_patch(styled, low), tmd / PATCH_LOW_STYLE)
+    wide = tiny_wan_wide()
+    out["other"] = save_patch(extract_patch_from_models(moved_student(wide), wide, 4, dtype=torch.float32),
+                              tmd / PATCH_OTHER_NAME)
+    out["errors"] = {"full": full.errors[-1], "low": low.errors[-1]}  # the "stored" rows: residual of the factors
     return out

@@ -24,6 +24,7 @@ CHECKED = {  # module -> callables/classes whose signatures nodes rely on
     "comfy.model_patcher": ["ModelPatcher", "ModelPatcher.clone", "ModelPatcher.model_size", "ModelPatcher.is_clone",
                             "ModelPatcher.get_model_object", "ModelPatcher.model_state_dict",
                             "ModelPatcher.get_key_patches"],
+    "comfy.lora": ["load_lora", "model_lora_keys_unet", "calculate_weight"],
     "latent_preview": ["prepare_callback"],
     "comfy_api.latest": ["ComfyExtension.get_node_list", "ComfyExtension.on_load"],
     "comfy_api.latest._io": ["Input", "WidgetInput", "Output", "Boolean.Input", "Int.Input", "Float.Input",

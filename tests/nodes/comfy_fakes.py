@@ -37,7 +37,7 @@ def _install_fakes() -> dict:
         )
     mods = {"comfy": load_module("comfy", FAKES / "comfy" / "__init__.py", package=True)}
     mods["folder_paths"] = load_module("folder_paths", FAKES / "folder_paths.py")
-    for name in ("comfy.utils", "comfy.model_management", "comfy.model_patcher", "comfy.latent_formats"):
+    for name in ("comfy.utils", "comfy.model_management", "comfy.model_patcher", "comfy.latent_formats", "comfy.lora"):
         mods[name] = importlib.import_module(name)  # found through the stand-in comfy package's __path__
     mods["latent_preview"] = load_module("latent_preview", FAKES / "latent_preview.py")
     mods["server"] = load_module("server", FAKES / "server.py")

@@ -2,7 +2,7 @@
 
 The stand-ins are put into sys.modules once, before any node module is imported, under their real
 names (`folder_paths`, `comfy.utils`, `comfy.model_management`, `comfy.model_patcher`,
-`comfy.latent_formats`, `latent_preview`, `server`), and reset before every test. Fixtures:
+`comfy.latent_formats`, `comfy.lora`, `latent_preview`, `server`), and reset before every test. Fixtures:
   host   the stand-in modules + what they recorded (progress updates, model loads) + `interrupt()`
   pack   the repo root imported as the package `comfyui_tmd` (as ComfyUI imports a pack folder)
   nodes  the pack's `nodes` package with the `tmd` model folder registered in this test's host

@@ -19,7 +19,7 @@ def world(tmp_path_factory):
 
 @pytest.mark.parametrize("case", NODE_CASES, ids=[c.id for c in NODE_CASES])
 def test_bad_node_input_is_answered_by_name(case, world, nodes, host, tmd_file, teacher_file, toy_assets):
-    for name in ("head99", "broken_cfg"):
+    for name in ("head99", "broken_cfg", "patch", "patch_nocfg"):
         shutil.copy(getattr(world, name), host.models_dir / "tmd" / f"{name}.safetensors")
     with pytest.raises(Exception) as e:
         case.run(world, nodes)

@@ -102,6 +102,31 @@ def test_checkpoint_info_route_reads_h_and_l_from_the_header(nodes, tmd_file, te
     assert teacher["kind"] == "teacher" and teacher["head_blocks"] is None and teacher["num_layers"] >= 2
 
 
+@pytest.fixture
+def patch_in_tmd(host, tiny_wan16):
+    """models/tmd/patch.safetensors: a rank-2 TMD patch (H = 1 of L = 4) of `tiny_wan16()`."""
+    from helpers_wan import moved_student
+
+    from tmd_core.patch import extract_patch_from_models
+    from tmd_core.patch_file import save_patch
+
+    teacher = tiny_wan16()
+    (host.models_dir / "tmd").mkdir(parents=True, exist_ok=True)
+    return save_patch(extract_patch_from_models(moved_student(teacher), teacher, 2), host.models_dir / "tmd" / "patch.safetensors")
+
+
+def test_a_patch_is_refused_with_the_node_that_applies_it(nodes, patch_in_tmd):
+    assert "patch.safetensors" in nodes.TMDModelLoader.INPUT_TYPES()["required"]["ckpt_name"][1]["options"]
+    with pytest.raises(ValueError, match="patch.safetensors is a TMD patch, which needs the teacher MODEL it was made "
+                                         "for: .*UNETLoader .*TMD Apply to MODEL \\(native\\) \\(TMDApplyToModel\\)"):
+        load(nodes, "patch.safetensors")
+
+
+def test_checkpoint_info_route_gives_a_patch_its_split(nodes, patch_in_tmd):
+    assert nodes.routes.checkpoint_info("patch.safetensors") == {
+        "ckpt_name": "patch.safetensors", "kind": "patch", "num_layers": 4, "head_blocks": 1}
+
+
 @pytest.mark.parametrize("name", ["../student.safetensors", "nope.safetensors", "diffusion_models/../../etc/passwd"])
 def test_checkpoint_info_route_refuses_names_outside_the_menu(nodes, tmd_file, teacher_file, name):
     with pytest.raises(ValueError, match="not in the TMD loader's menu"):  # the pack's InputError

@@ -24,7 +24,13 @@ ADDED = {"TMDDistill": ["validation_every", "validation_prompts", "vae",  # vali
 # Texts changed after the contract: (node id, group, input) -> the option keys that changed and their new values.
 AMENDED = {("TMDDistill", "optional", "teacher"): {  # the teacher now takes the MODEL's LoRAs (docs/host.md §13)
     "tooltip": "The Wan2.1 t2v teacher from UNETLoader, with its LoRAs (LoraLoaderModelOnly) applied; its weights "
-               "are shared, not copied (fp8 weights are upcast to a bf16 copy)."}}
+               "are shared, not copied (fp8 weights are upcast to a bf16 copy)."},
+    ("TMDApplyToModel", "required", "tmd_name"): {  # TMD patches too (docs/patches.md §6)
+    "tooltip": "From models/tmd: a TMD student (tmd/1) distilled from this MODEL's teacher, or a TMD patch (tmd "
+               "extract-lora, LoRA-mode distillation) made for this MODEL's architecture."},
+    ("TMDModelLoader", "required", "ckpt_name"): {  # a patch is refused, naming TMDApplyToModel
+    "tooltip": "A TMD student (tmd/1) from models/tmd, or a Wan2.1 teacher from models/diffusion_models. A TMD "
+               "patch goes to TMD Apply to MODEL (native)."}}
 WIDGETS = {"INT", "FLOAT", "STRING", "BOOLEAN"}  # and combos (a list of options in V1 terms)
 
 

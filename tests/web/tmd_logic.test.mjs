@@ -61,6 +61,9 @@ test("parseTmdInfo reads the loader's ui message and rejects unusable ones", () 
     kind: "tmd",
   });
   assert.equal(parseTmdInfo({ tmd_info: [{ head_blocks: 5, num_layers: 40, kind: "teacher" }] }).kind, "teacher");
+  // a TMD patch (the checkpoint route's "patch", TMDApplyToModel's "native") fixes H like a student
+  assert.equal(parseTmdInfo({ tmd_info: [{ head_blocks: 5, num_layers: 30, kind: "patch" }] }).kind, "tmd");
+  assert.equal(parseTmdInfo({ tmd_info: [{ head_blocks: 5, num_layers: 30, kind: "native", source: "patch" }] }).kind, "tmd");
   assert.equal(parseTmdInfo(undefined), null);
   assert.equal(parseTmdInfo({ images: [] }), null);
   assert.equal(parseTmdInfo({ tmd_info: [{ head_blocks: 40, num_layers: 40 }] }), null);
