@@ -27,6 +27,7 @@ from ..tmd_core.checkpoint import read_tmd_info
 from ..tmd_core.errors import CheckpointError, InputError
 from ..tmd_core.layouts import diffusers_key_to_original
 from ..tmd_core.model import TMDConfig
+from .native_gguf import base_float32, key_patches
 
 log = logging.getLogger("tmd")
 
@@ -115,7 +116,7 @@ def student_weights(path, model) -> TMDWeights:
     tmd_config = TMDConfig.from_dict(info["tmd_config"])  # ConfigError for an old inner-velocity reading
     arch = _arch_of_transformer_config(info["transformer_config"])
     check_arch(model_arch(model), TMDWeights(tmd_config, arch, {}, source=name))
-    base = {k: v for k, v in model.get_key_patches(PREFIX).items()}  # [(unpatched weight, convert), patches...]
+    base = key_patches(model, PREFIX)  # [(unpatched weight, convert), patches...]; GGUF MODELs too (native_gguf)
     extras, patches, changed = {}, {}, 0
     with safe_open(str(path), framework="pt", device="cpu") as f:
         for key in f.keys():
@@ -130,7 +131,7 @@ def student_weights(path, model) -> TMDWeights:
                                  "of the same family")
             weight, convert = base[target][0]
             new = f.get_tensor(key)
-            old = convert(weight.to(device="cpu", dtype=torch.float32, copy=True), inplace=True)
+            old = base_float32(model, target, weight, convert)  # a GGUF weight dequantized (native_gguf)
             if tuple(old.shape) != tuple(new.shape):
                 raise InputError(f"{name}: {key} has shape {tuple(new.shape)}, the MODEL's {target} "
                                  f"{tuple(old.shape)}: connect the teacher it was distilled from")

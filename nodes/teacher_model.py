@@ -27,6 +27,7 @@ from dataclasses import dataclass
 import torch
 
 from ..tmd_core.errors import InputError
+from .native_gguf import is_gguf_model
 
 log = logging.getLogger("tmd")
 
@@ -71,6 +72,10 @@ def teacher_weights(model) -> TeacherWeights:
     """
     if not hasattr(model, "get_key_patches"):
         raise InputError("teacher must be a MODEL from a diffusion-model loader (UNETLoader with a Wan2.1 t2v file)")
+    if is_gguf_model(model):  # its get_key_patches fails, and packed weights are bytes (native_gguf.py)
+        raise InputError("the teacher MODEL was loaded by a GGUF loader (UnetLoaderGGUF): TMDDistill cannot distill "
+                         "from GGUF weights; load the fp16/bf16 (or fp8) Wan2.1 file with UNETLoader (a GGUF MODEL "
+                         "can run a TMD student: TMD Apply to MODEL)")
     out = TeacherWeights({})
     for key, (base, *patches) in model.get_key_patches(PREFIX).items():
         name = key[len(PREFIX):]

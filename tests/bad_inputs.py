@@ -713,6 +713,10 @@ CASES += [
     Case("node-distill-quantised-model", "node", "TMDDistill `teacher` a MODEL of quantised (GGUF) weights",
          lambda w, nodes: _node_distill(teacher=_quantised_model(), teacher_name="none")(w, nodes),
          ("the teacher MODEL stores weight as torch.uint8: a quantised model (GGUF?) cannot be distilled from",)),
+    Case("node-distill-gguf-model", "node", "TMDDistill `teacher` a MODEL from ComfyUI-GGUF's UnetLoaderGGUF",
+         lambda w, nodes: _node_distill(teacher=_gguf_model(), teacher_name="none")(w, nodes),
+         ("the teacher MODEL was loaded by a GGUF loader (UnetLoaderGGUF)", "load the fp16/bf16 (or fp8) Wan2.1 file "
+          "with UNETLoader")),
 ]
 
 
@@ -745,4 +749,16 @@ def _quantised_model():
     base = torch.nn.Module()
     base.diffusion_model = torch.nn.Linear(2, 2)
     base.diffusion_model.weight = torch.nn.Parameter(torch.zeros(2, 2, dtype=torch.uint8), requires_grad=False)
+    return ModelPatcher(base, torch.device("cpu"), torch.device("cpu"))
+
+
+def _gguf_model():
+    """A MODEL (the host stand-in's ModelPatcher) whose Wan weight is a GGMLTensor, as ComfyUI-GGUF loads it
+    (tests/nodes/gguf_fakes.py)."""
+    import gguf_fakes
+    from comfy.model_patcher import ModelPatcher
+
+    base = torch.nn.Module()
+    base.diffusion_model = torch.nn.Linear(32, 2)
+    base.diffusion_model.weight = torch.nn.Parameter(gguf_fakes.packed(torch.zeros(2, 32)), requires_grad=False)
     return ModelPatcher(base, torch.device("cpu"), torch.device("cpu"))

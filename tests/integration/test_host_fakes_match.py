@@ -21,7 +21,7 @@ CHECKED = {  # module -> callables/classes whose signatures nodes rely on
     "comfy.model_management": ["get_torch_device", "intermediate_device", "unet_offload_device", "load_models_gpu",
                                "load_model_gpu", "soft_empty_cache", "throw_exception_if_processing_interrupted",
                                "interrupt_current_processing", "processing_interrupted", "is_device_cpu"],
-    "comfy.model_patcher": ["ModelPatcher", "ModelPatcher.clone", "ModelPatcher.model_size", "ModelPatcher.is_clone",
+    "comfy.model_patcher": ["get_key_weight", "ModelPatcher", "ModelPatcher.clone", "ModelPatcher.model_size", "ModelPatcher.is_clone",
                             "ModelPatcher.get_model_object", "ModelPatcher.model_state_dict",
                             "ModelPatcher.get_key_patches"],
     "comfy.lora": ["load_lora", "model_lora_keys_unet", "calculate_weight"],

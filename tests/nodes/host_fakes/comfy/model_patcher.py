@@ -1,8 +1,22 @@
 """Stand-in for `comfy.model_patcher.ModelPatcher`: holds a module and its devices; clone() shares the module;
 model_state_dict() is the module's unpatched state dict (optionally only the keys under a prefix), get_key_patches()
-pairs each weight with its patches."""
+pairs each weight with its patches; get_key_weight() finds a weight and its layer's set_/convert_ functions."""
 
 import copy
+
+
+def get_key_weight(model, key):
+    """(weight, set_func, convert_func) of `key` ("a.b.weight"), as ComfyUI 0.3.64's: the layer's `set_<name>` and
+    `convert_<name>` methods when it has them (scaled fp8 layers), else None."""
+    op_keys = key.rsplit(".", 1)
+    obj = model
+    if len(op_keys) < 2:
+        for part in key.split("."):
+            obj = getattr(obj, part)
+        return obj, None, None
+    for part in op_keys[0].split("."):
+        obj = getattr(obj, part)
+    return getattr(obj, op_keys[1]), getattr(obj, "set_" + op_keys[1], None), getattr(obj, "convert_" + op_keys[1], None)
 
 
 class ModelPatcher:
