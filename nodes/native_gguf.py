@@ -36,6 +36,23 @@ def is_packed(t) -> bool:
     return is_ggml(t) and t.tensor_type not in UNPACKED
 
 
+def logical_shape(t: torch.Tensor) -> tuple:
+    """The weight's shape as the layer computes with it: a packed GGMLTensor's storage is bytes (a Q8_0 [128, 128]
+    weight is stored [128, 136]); ComfyUI-GGUF keeps the real shape in `tensor_shape`."""
+    return tuple(t.tensor_shape) if is_ggml(t) else tuple(t.shape)
+
+
+def weight_shapes(model, prefix: str) -> dict:
+    """{state-dict key: logical shape} of the MODEL's tensors under `prefix`. The state dict of a GGUF MODEL holds
+    plain views of the packed bytes, so the shape is read from the module's own tensor where there is one."""
+    out = {}
+    for key, value in model.model.state_dict().items():
+        if key.startswith(prefix):
+            own = _attr(model.model, key)
+            out[key] = logical_shape(own if isinstance(own, torch.Tensor) else value)
+    return out
+
+
 def is_gguf_model(model) -> bool:
     """A MODEL whose Wan transformer holds GGMLTensors (loaded by ComfyUI-GGUF)."""
     wan = getattr(getattr(model, "model", None), "diffusion_model", None)

@@ -27,7 +27,7 @@ from ..tmd_core.checkpoint import read_tmd_info
 from ..tmd_core.errors import CheckpointError, InputError
 from ..tmd_core.layouts import diffusers_key_to_original
 from ..tmd_core.model import TMDConfig
-from .native_gguf import base_float32, key_patches
+from .native_gguf import base_float32, key_patches, weight_shapes
 
 log = logging.getLogger("tmd")
 
@@ -163,7 +163,7 @@ def patch_weights(path, model) -> TMDWeights:
     patch = load_patch(path)
     lora_sd = lora_state_dict(patch)
     patches = comfy.lora.load_lora(lora_sd, comfy.lora.model_lora_keys_unet(model.model, {}), log_missing=False)
-    shapes = {k: tuple(v.shape) for k, v in model.model.state_dict().items() if k.startswith(PREFIX)}
+    shapes = weight_shapes(model, PREFIX)  # as the layers compute with them (a GGUF MODEL's packed weights too)
     for dkey in [*patch.lora, *patch.full]:
         target = PREFIX + diffusers_key_to_original(dkey)
         if target not in patches or target not in shapes:

@@ -145,3 +145,16 @@ def test_a_packed_tensor_without_a_dequantizer_is_refused_naming_its_loader(gguf
     finally:
         del sys.modules["other_gguf_loader"]
 
+
+
+def test_weight_shapes_are_the_shapes_the_layers_compute_with(gguf_model, gguf):
+    """A packed weight's storage is bytes of another shape (Q8_0 [128, 128] is stored [128, 136]): the patch
+    check reads the module's own tensor_shape (a real ComfyUI-GGUF state dict holds the packed view)."""
+    teacher = make_tiny_teacher(0)
+    model = gguf_model(teacher)
+    layer = sub(model.model.diffusion_model, "blocks.3.ffn.0")
+    shapes = gguf.weight_shapes(model, "diffusion_model.")
+    assert shapes[PACKED_KEY] == tuple(layer.weight.tensor_shape)
+    assert tuple(layer.weight.shape) != shapes[PACKED_KEY]
+    expected = diffusers_to_original_state_dict(teacher.state_dict())
+    assert all(shapes["diffusion_model." + k] == tuple(v.shape) for k, v in expected.items())
