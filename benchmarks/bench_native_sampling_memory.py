@@ -130,24 +130,14 @@ def write_teacher(path: Path, layers: int, seed: int = 0) -> dict:
     from diffusers import WanTransformer3DModel
 
     sys.path.insert(0, str(ROOT))
-    from benchmarks.bench_real_scale import PREFIX, _save_streaming
-    from tmd_core.layouts import diffusers_to_original_state_dict, shipped_config
+    from benchmarks.bench_real_scale import _save_streaming, random_wan_weights
+    from tmd_core.layouts import shipped_config
 
     t0 = time.perf_counter()
     with torch.device("meta"):
         shapes = {k: v.shape for k, v in
                   WanTransformer3DModel(**dict(shipped_config(CONFIG_NAME), num_layers=layers)).state_dict().items()}
-    g = torch.Generator().manual_seed(seed)
-    tensors = {}
-    for k, shape in shapes.items():  # as bench_real_scale.write_checkpoint
-        if "scale_shift_table" in k:
-            v = torch.randn(shape, generator=g) / shape[-1] ** 0.5
-        elif len(shape) == 1:
-            v = torch.ones(shape) if "norm" in k else torch.zeros(shape)
-        else:
-            v = torch.randn(shape, generator=g) / (torch.Size(shape[1:]).numel() ** 0.5)
-        tensors[k] = v.to(torch.bfloat16)
-    tensors = diffusers_to_original_state_dict(tensors, prefix=PREFIX)
+    tensors = random_wan_weights(shapes, seed)  # as bench_real_scale.write_checkpoint
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
     _save_streaming(tensors, tmp, {"format": "pt"})

@@ -68,16 +68,13 @@ def _save_streaming(tensors: dict, path: Path, metadata: dict[str, str]) -> int:
     return offset
 
 
-def write_checkpoint(path: Path, seed: int = 0) -> dict:
-    """Random bf16 weights of the real 1.3B architecture in ComfyUI layout. Returns a summary."""
+def random_wan_weights(shapes: dict, seed: int) -> dict:
+    """Random bf16 weights for diffusers Wan `shapes` ({name: shape}), in ComfyUI's layout (`PREFIX` + original
+    names): modulation tables as diffusers initialises them, norms 1, biases 0, matrices ~ N(0, 1/fan_in)."""
     import torch
-    from diffusers import WanTransformer3DModel
 
-    from tmd_core.layouts import diffusers_to_original_state_dict, shipped_config
+    from tmd_core.layouts import diffusers_to_original_state_dict
 
-    t0 = time.perf_counter()
-    with torch.device("meta"):  # shapes only
-        shapes = {k: v.shape for k, v in WanTransformer3DModel(**shipped_config(CONFIG_NAME)).state_dict().items()}
     g = torch.Generator().manual_seed(seed)
     tensors = {}
     for k, shape in shapes.items():
@@ -88,7 +85,20 @@ def write_checkpoint(path: Path, seed: int = 0) -> dict:
         else:
             v = torch.randn(shape, generator=g) / (torch.Size(shape[1:]).numel() ** 0.5)
         tensors[k] = v.to(torch.bfloat16)
-    tensors = diffusers_to_original_state_dict(tensors, prefix=PREFIX)
+    return diffusers_to_original_state_dict(tensors, prefix=PREFIX)
+
+
+def write_checkpoint(path: Path, seed: int = 0) -> dict:
+    """Random bf16 weights of the real 1.3B architecture in ComfyUI layout. Returns a summary."""
+    import torch
+    from diffusers import WanTransformer3DModel
+
+    from tmd_core.layouts import shipped_config
+
+    t0 = time.perf_counter()
+    with torch.device("meta"):  # shapes only
+        shapes = {k: v.shape for k, v in WanTransformer3DModel(**shipped_config(CONFIG_NAME)).state_dict().items()}
+    tensors = random_wan_weights(shapes, seed)
     weight_bytes = _save_streaming(tensors, path, {"format": "pt"})
     return {
         "checkpoint": str(path),
