@@ -154,3 +154,16 @@ def moved_student(teacher, seed: int = 1, head_blocks: int = 1):
         for p in model.parameters():
             p.add_(0.05 * torch.randn(p.shape, generator=g))
     return model.eval()
+
+
+def tiny_training_world(root, samples: int) -> dict:
+    """A tiny teacher file and `samples` training samples (latents 4x1x8x8, 3-5 text tokens, a negative prompt)
+    in shards of 4, for the training-loop tests: {"root", "teacher_path", "data"}."""
+    from tmd_core.training.make_data import write_latents
+
+    teacher_path = save_diffusers_single(make_tiny_teacher(0), root / "teacher.safetensors", sidecar=True)
+    g = torch.Generator().manual_seed(0)
+    contexts = [torch.randn(3 + i % 3, 24, generator=g) for i in range(samples)]
+    write_latents(root / "data", torch.randn(samples, 4, 1, 8, 8, generator=g), contexts,
+                  [f"p{i}" for i in range(samples)], negative_context=torch.randn(2, 24, generator=g), shard_size=4)
+    return {"root": root, "teacher_path": teacher_path, "data": root / "data"}

@@ -10,12 +10,11 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers_wan import make_tiny_teacher, save_diffusers_single
+from helpers_wan import make_tiny_teacher, tiny_training_world
 from safetensors.torch import load_file
 
 from tmd_core.training.config import load_config
 from tmd_core.training.loop import run_distill
-from tmd_core.training.make_data import write_latents
 
 REPO = Path(__file__).resolve().parents[2]
 # ≥ 10 iterations of each stage; the student steps every 2nd stage-2 iteration (5 generator updates)
@@ -29,13 +28,7 @@ LOSS_RTOL, WEIGHT_ATOL = 1e-4, 1e-5
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
     """A tiny teacher file and 8 training samples (latents 4x1x8x8, 3-5 text tokens, a negative prompt)."""
-    root = tmp_path_factory.mktemp("world")
-    teacher_path = save_diffusers_single(make_tiny_teacher(0), root / "teacher.safetensors", sidecar=True)
-    g = torch.Generator().manual_seed(0)
-    contexts = [torch.randn(3 + i % 3, 24, generator=g) for i in range(8)]
-    write_latents(root / "data", torch.randn(8, 4, 1, 8, 8, generator=g), contexts, [f"p{i}" for i in range(8)],
-                  negative_context=torch.randn(2, 24, generator=g), shard_size=4)
-    return {"root": root, "teacher_path": teacher_path, "data": root / "data"}
+    return tiny_training_world(tmp_path_factory.mktemp("world"), 8)
 
 
 def _free_port() -> int:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers_wan import make_tiny_teacher, save_diffusers_single
+from helpers_wan import tiny_training_world
 from safetensors.torch import load_file
 
 from tmd_core.checkpoint import load_tmd, read_tmd_info
@@ -19,7 +19,6 @@ from tmd_core.errors import ConfigError
 from tmd_core.loading import teacher_sha256
 from tmd_core.training.config import load_config
 from tmd_core.training.loop import check_launch, run_distill
-from tmd_core.training.make_data import write_latents
 from tmd_core.training.state import read_state_header
 
 REPO = Path(__file__).resolve().parents[2]
@@ -29,14 +28,7 @@ NOT_LOSSES = ("it_s", "mem_mb")  # timing fields differ between runs
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
     """A tiny teacher file and 6 training samples (latents 4x1x8x8, 3-5 text tokens, a negative prompt)."""
-    root = tmp_path_factory.mktemp("world")
-    teacher = make_tiny_teacher(0)
-    teacher_path = save_diffusers_single(teacher, root / "teacher.safetensors", sidecar=True)
-    g = torch.Generator().manual_seed(0)
-    contexts = [torch.randn(3 + i % 3, 24, generator=g) for i in range(6)]
-    write_latents(root / "data", torch.randn(6, 4, 1, 8, 8, generator=g), contexts, [f"p{i}" for i in range(6)],
-                  negative_context=torch.randn(2, 24, generator=g), shard_size=4)
-    return {"root": root, "teacher_path": teacher_path, "data": root / "data"}
+    return tiny_training_world(tmp_path_factory.mktemp("world"), 6)
 
 
 def make_cfg(world, out, **over):

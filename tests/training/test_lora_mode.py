@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers_wan import make_tiny_teacher, save_diffusers_single, tiny_inputs
+from helpers_wan import make_tiny_teacher, tiny_inputs, tiny_training_world
 from safetensors import safe_open
 
 from tmd_core.errors import ConfigError
@@ -16,7 +16,6 @@ from tmd_core.patch_file import load_patch, load_patched, read_patch_info, save_
 from tmd_core.training.builders import build_fake_score, build_stage1_student, load_frozen_teacher
 from tmd_core.training.config import check_run, load_config
 from tmd_core.training.loop import run_distill
-from tmd_core.training.make_data import write_latents
 from tmd_core.training.stage1_tmmf import tmmf_loss
 from tmd_core.training.stage2_dmd import critic_loss, generator_loss, generator_sample
 from tmd_core.training.state import read_state_header
@@ -25,13 +24,7 @@ from tmd_core.training.state import read_state_header
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
     """A tiny teacher file and 6 training samples (latents 4x1x8x8, 3-5 text tokens, a negative prompt)."""
-    root = tmp_path_factory.mktemp("world")
-    teacher_path = save_diffusers_single(make_tiny_teacher(0), root / "teacher.safetensors", sidecar=True)
-    g = torch.Generator().manual_seed(0)
-    contexts = [torch.randn(3 + i % 3, 24, generator=g) for i in range(6)]
-    write_latents(root / "data", torch.randn(6, 4, 1, 8, 8, generator=g), contexts, [f"p{i}" for i in range(6)],
-                  negative_context=torch.randn(2, 24, generator=g), shard_size=4)
-    return {"root": root, "teacher_path": teacher_path, "data": root / "data"}
+    return tiny_training_world(tmp_path_factory.mktemp("world"), 6)
 
 
 def lora_cfg(world, out, **over):
