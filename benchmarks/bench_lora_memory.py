@@ -26,13 +26,14 @@ import json
 import os
 import platform
 import resource
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+from benchmarks.child_result import child_result  # noqa: E402
+
 GiB = 2**30
 
 
@@ -144,12 +145,7 @@ def main(argv=None) -> int:
                "--frames", str(args.frames), "--size", str(args.size), "--text-len", str(args.text_len)]
         env = dict(os.environ, OMP_NUM_THREADS="1", CUDA_VISIBLE_DEVICES="")
         t0 = time.time()
-        proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
-        lines = [x for x in proc.stdout.splitlines() if x.startswith("RESULT ")]
-        if proc.returncode or not lines:
-            print(proc.stderr[-3000:], file=sys.stderr)
-            raise SystemExit(f"{mode} at {layers} layers failed (exit {proc.returncode})")
-        r = json.loads(lines[-1][len("RESULT "):])
+        r = child_result(cmd, env, "RESULT ", f"{mode} at {layers} layers")
         runs.append(r)
         print(f"{mode:>4} L={layers:>2}: peak RSS {r['peak_rss'] / GiB:6.2f} GiB (built {r['rss_after_build'] / GiB:.2f}, "
               f"imports {r['rss_after_import'] / GiB:.2f}), plan {r['plan_bytes'] / GiB:.2f} GiB, iteration "

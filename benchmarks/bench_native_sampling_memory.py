@@ -48,6 +48,9 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+from benchmarks.child_result import child_result  # noqa: E402
+
 CONFIG_NAME = "wan21_t2v_1.3b"
 GiB = 2**30
 CASES = {
@@ -188,7 +191,7 @@ def synthesise(cache: Path, layers: int, head_blocks: int, rank: int, noise: flo
             print(f"synthesised files reused from {cache}", flush=True)
             return done
     env = dict(os.environ, OMP_NUM_THREADS=str(threads), CUDA_VISIBLE_DEVICES="")
-    out = {"settings": settings, "names": names, "python": sys.executable}
+    out = {"settings": settings, "names": names}
     here = f"import sys, json; sys.path.insert(0, {str(ROOT)!r}); from pathlib import Path; " \
            f"from benchmarks.bench_native_sampling_memory import write_teacher, write_student; "
     for what, call in (("teacher", f"write_teacher(Path({str(paths['teacher'])!r}), {layers})"),
@@ -198,11 +201,8 @@ def synthesise(cache: Path, layers: int, head_blocks: int, rank: int, noise: flo
             out[what] = json.loads((cache / "teacher.json").read_text())
             continue
         print(f"writing the {what} ...", flush=True)
-        p = subprocess.run([sys.executable, "-c", here + f"print('JSON=' + json.dumps({call}))"], env=env,
-                           capture_output=True, text=True)
-        if p.returncode:
-            raise SystemExit(f"writing the {what} failed:\n{p.stderr[-3000:]}")
-        out[what] = json.loads(next(ln for ln in p.stdout.splitlines() if ln.startswith("JSON="))[5:])
+        out[what] = child_result([sys.executable, "-c", here + f"print('JSON=' + json.dumps({call}))"], env, "JSON=",
+                                 f"writing the {what}")
         if what == "teacher":
             (cache / "teacher.json").write_text(json.dumps(out[what]))
         print(f"  {out[what]}", flush=True)
@@ -215,7 +215,8 @@ def synthesise(cache: Path, layers: int, head_blocks: int, rank: int, noise: flo
         raise SystemExit(f"tmd extract-lora failed:\n{p.stderr[-3000:]}")
     text = p.stdout[p.stdout.index("{"):]
     out["patch"] = {**json.loads(text), "wall_s": round(time.perf_counter() - t0, 1),
-                    "command": "python -m tmd_core " + " ".join(cmd[3:])}
+                    "command": "python -m tmd_core " + " ".join(cmd[3:]).replace(str(cache), "<cache>")}
+    out["patch"]["out"] = str(out["patch"]["out"]).replace(str(cache), "<cache>")  # no path of this machine
     print(f"  {out['patch']['seconds']} s, {out['patch']['file_bytes'] / 2**20:.0f} MiB", flush=True)
     record.write_text(json.dumps(out, indent=1))
     return out
@@ -415,12 +416,7 @@ def main(argv=None) -> int:
         env = dict(os.environ, OMP_NUM_THREADS=str(a.threads), CUDA_VISIBLE_DEVICES="", COMFYUI_PATH=comfy_path)
         print(f"case {cid}: {CASES[case]} (weights: {dtype}) ...", flush=True)
         t0 = time.perf_counter()
-        p = subprocess.run(cmd, env=env, capture_output=True, text=True)
-        lines = [ln for ln in p.stdout.splitlines() if ln.startswith("JSON=")]
-        if p.returncode or not lines:
-            print(p.stderr[-4000:], file=sys.stderr)
-            raise SystemExit(f"case {cid} failed (exit {p.returncode})")
-        r = json.loads(lines[-1][5:])
+        r = child_result(cmd, env, "JSON=", f"case {cid}")
         r["process_wall_s"] = round(time.perf_counter() - t0, 1)
         cases[cid] = r
         latents[cid] = latent_out
@@ -441,8 +437,8 @@ def main(argv=None) -> int:
         "benchmark": "native_sampling_memory",
         "measured": time.strftime("%Y-%m-%d"),
         "config": f"{CONFIG_NAME}, {a.blocks} blocks, random weights",
-        "python_comfyui": py, "python": platform.python_version(), "torch_driver": torch.__version__,
-        "comfyui_path": comfy_path,
+        "python_comfyui": "$COMFYUI_PATH/.venv/bin/python", "python": platform.python_version(),
+        "torch_driver": torch.__version__,
         "settings": {"latent": [1, 16, a.frames, a.size, a.size], "text_len": a.text_len,
                      "tmd_schedule": f"{a.outer}x{a.inner}", "head_blocks": a.head_blocks, "rank": a.rank,
                      "student_noise": a.student_noise, "threads": a.threads,
